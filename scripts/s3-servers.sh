@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Start/stop the local S3 servers used by the tests (127.0.0.1 only).
+#
+#   scripts/s3-servers.sh start   # (re)start s3s-fs and moto, create the bucket, write servers.env
+#   scripts/s3-servers.sh stop    # kill exactly the recorded PIDs, remove the s3s-fs data dir
+#   scripts/s3-servers.sh env     # print servers.env
+#
+# Environment:
+#   S3DOCK_TEST_DIR  state dir (default /tmp/s3dock-test): s3s/ data, *.pid, logs/, servers.env
+#   S3DOCK_VENV      venv with moto_server, boto3, awscli (default ~/.cache/s3dock/moto-venv)
+#   S3DOCK_START_TIMEOUT  seconds to wait for each server (default 60)
+set -euo pipefail
+
+TEST_DIR="${S3DOCK_TEST_DIR:-/tmp/s3dock-test}"
+VENV="${S3DOCK_VENV:-$HOME/.cache/s3dock/moto-venv}"
+TIMEOUT="${S3DOCK_START_TIMEOUT:-60}"
+
+ACCESS_KEY=s3dock-test
+SECRET_KEY=s3dock-test-secret
+REGION=us-east-1
+BUCKET=s3dock-test
+
+ENV_FILE="$TEST_DIR/servers.env"
+DATA_DIR="$TEST_DIR/s3s"
+LOG_DIR="$TEST_DIR/logs"
+SERVERS=(s3s moto)
+
+log() { printf 's3-servers: %s\n' "$*" >&2; }
+die() { printf 's3-servers: ERROR: %s\n' "$*" >&2; exit 1; }
+
+find_s3s_fs() {
+  if command -v s3s-fs >/dev/null 2>&1; then command -v s3s-fs
+  elif [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+  else die "s3s-fs not found (run scripts/setup.sh)"
+  fi
+}
+
+free_port() {
+  "$VENV/bin/python" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# pid_matches PID PATTERN: the process exists and its command line contains PATTERN
+# (guards against killing an unrelated process that reused a stale PID).
+pid_matches() {
+  local pid=$1 pat=$2 cmd
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ "$cmd" == *"$pat"* ]]
+}
+
+# spawn LOGFILE CMD...: run CMD in the background with stdin from /dev/null, stdout+stderr to
+# LOGFILE and every other inherited descriptor closed (the lock on fd 9, and any pipe of
+# whoever called us, so that e.g. `$(scripts/s3-servers.sh start)` or `| tee` never hang).
+# Sets pid (the PID of CMD itself: the subshell execs it).
+spawn() {
+  local logf=$1
+  shift
+  (
+    for fd in "/proc/$BASHPID/fd/"*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+    done
+    exec "$@" </dev/null >"$logf" 2>&1
+  ) &
+  pid=$!
+}
+
+# alive PID: the process exists and is not a zombie
+alive() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
+stop_one() {
+  local name=$1 pidf="$TEST_DIR/$1.pid" pid pat i
+  [ -f "$pidf" ] || return 0
+  read -r pid pat <"$pidf" || true
+  if [ -n "${pid:-}" ] && pid_matches "$pid" "$pat"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      pid_matches "$pid" "$pat" || break
+      sleep 0.1
+    done
+    if pid_matches "$pid" "$pat"; then
+      log "$name (pid $pid) did not exit on SIGTERM, sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.2
+    fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$pidf"
+}
+
+do_stop() {
+  local s
+  for s in "${SERVERS[@]}"; do stop_one "$s"; done
+  rm -rf "$DATA_DIR"
+  rm -f "$ENV_FILE"
+}
+
+# wait_http NAME PID PATTERN URL: any HTTP answer counts as up (S3 roots answer 403/200).
+wait_http() {
+  local name=$1 pid=$2 pat=$3 url=$4 deadline code
+  deadline=$((SECONDS + TIMEOUT))
+  while :; do
+    if ! alive "$pid"; then
+      log "$name exited during startup; last log lines:"
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      return 2
+    fi
+    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$url" 2>/dev/null || true)
+    if [ -n "$code" ] && [ "$code" != 000 ]; then return 0; fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "$name did not answer on $url within ${TIMEOUT}s; last log lines:"
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# start_server NAME PATTERN CMD... (CMD may contain the literal word @PORT@)
+# Picks a free port, starts CMD in the background, waits until it answers.
+# Retries with a new port if the process dies (e.g. port taken in the meantime).
+# Sets PORT.
+start_server() {
+  local name=$1 pat=$2 attempt pid rc args a
+  shift 2
+  for attempt in 1 2 3; do
+    PORT=$(free_port)
+    args=()
+    for a in "$@"; do args+=("${a//@PORT@/$PORT}"); done
+    spawn "$LOG_DIR/$name.log" env -u AWS_CA_BUNDLE "${args[@]}"
+    echo "$pid $pat" >"$TEST_DIR/$name.pid"
+    rc=0
+    wait_http "$name" "$pid" "$pat" "http://127.0.0.1:$PORT/" || rc=$?
+    if [ $rc -eq 0 ]; then
+      log "started $name on 127.0.0.1:$PORT (pid $pid)"
+      return 0
+    fi
+    stop_one "$name"
+    # retry only if it died because the port was taken meanwhile (not on other errors)
+    if [ $rc -ne 2 ] || [ "$attempt" -ge 3 ] || ! grep -qi 'address already in use' "$LOG_DIR/$name.log"; then
+      break
+    fi
+    log "port $PORT was taken; retrying $name on another port"
+  done
+  return 1
+}
+
+create_bucket() {
+  local endpoint=$1
+  AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_DEFAULT_REGION=$REGION \
+    "$VENV/bin/python" - "$endpoint" "$BUCKET" <<'EOF'
+import sys, boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+endpoint, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint,
+                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}))
+try:
+    s3.create_bucket(Bucket=bucket)
+except ClientError as e:
+    if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        raise
+s3.head_bucket(Bucket=bucket)
+EOF
+}
+
+do_start() {
+  local s3s_bin s3s_port moto_port
+  [ -x "$VENV/bin/moto_server" ] || die "moto_server not found in $VENV (run scripts/setup.sh)"
+  s3s_bin=$(find_s3s_fs)
+  command -v curl >/dev/null 2>&1 || die "curl not found (run scripts/setup.sh)"
+
+  do_stop # restart cleanly if already started
+  mkdir -p "$DATA_DIR" "$LOG_DIR"
+
+  start_server s3s "$s3s_bin" "$s3s_bin" --host 127.0.0.1 --port @PORT@ \
+    --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" "$DATA_DIR" \
+    || { do_stop; die "could not start s3s-fs"; }
+  s3s_port=$PORT
+
+  start_server moto "$VENV/bin/moto_server" "$VENV/bin/moto_server" -H 127.0.0.1 -p @PORT@ \
+    || { do_stop; die "could not start moto_server"; }
+  moto_port=$PORT
+
+  create_bucket "http://127.0.0.1:$s3s_port" >"$LOG_DIR/create-bucket-s3s.log" 2>&1 \
+    || { cat "$LOG_DIR/create-bucket-s3s.log" >&2; do_stop; die "could not create bucket on s3s-fs"; }
+  create_bucket "http://127.0.0.1:$moto_port" >"$LOG_DIR/create-bucket-moto.log" 2>&1 \
+    || { cat "$LOG_DIR/create-bucket-moto.log" >&2; do_stop; die "could not create bucket on moto"; }
+
+  cat >"$ENV_FILE.tmp" <<EOF
+export S3DOCK_TEST_DIR=$TEST_DIR
+export S3DOCK_TEST_S3S=http://127.0.0.1:$s3s_port
+export S3DOCK_TEST_MOTO=http://127.0.0.1:$moto_port
+export S3DOCK_TEST_BUCKET=$BUCKET
+export S3DOCK_TEST_VENV=$VENV
+export AWS_ACCESS_KEY_ID=$ACCESS_KEY
+export AWS_SECRET_ACCESS_KEY=$SECRET_KEY
+export AWS_REGION=$REGION
+export AWS_DEFAULT_REGION=$REGION
+export AWS_EC2_METADATA_DISABLED=true
+EOF
+  mv "$ENV_FILE.tmp" "$ENV_FILE"
+  log "bucket '$BUCKET' ready on both; env file: $ENV_FILE"
+}
+
+[ $# -eq 1 ] || die "usage: $0 start|stop|env"
+mkdir -p "$TEST_DIR"
+# Serialize concurrent start/stop on the same test dir.
+exec 9>"$TEST_DIR/.s3-servers.lock"
+flock 9
+
+case "$1" in
+  start) do_start ;;
+  stop) do_stop ;;
+  env)
+    [ -f "$ENV_FILE" ] || die "no $ENV_FILE: servers not started (run: $0 start)"
+    cat "$ENV_FILE"
+    ;;
+  *) die "usage: $0 start|stop|env" ;;
+esac

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Idempotent installer for the test peers of s3dock (Debian 12).
+#
+#   - apt packages: skopeo, umoci, podman, docker-registry, ... (apt-get update only if something is missing)
+#   - s3s-fs 0.14.1 via cargo install (only if s3s-fs is not found)
+#   - moto server + boto3 + pip awscli v1 in a venv at $S3DOCK_VENV (default ~/.cache/s3dock/moto-venv)
+#   - the docker-registry package's own service is stopped and disabled (we start our own instances)
+#
+# Environment:
+#   S3DOCK_VENV    venv for moto/awscli (default $HOME/.cache/s3dock/moto-venv)
+#   S3DOCK_PYTHON  interpreter used to create the venv (default /usr/bin/python3, else python3)
+#
+# Progress goes to stderr. Exits non-zero on failure.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+on_exit() {
+  local rc=$?
+  [ $rc -eq 0 ] || printf 'setup: FAILED (exit %s)\n' "$rc" >&2
+}
+trap on_exit EXIT
+
+S3DOCK_VENV="${S3DOCK_VENV:-$HOME/.cache/s3dock/moto-venv}"
+S3S_FS_VERSION="0.14.1"
+MOTO_SPEC='moto[server]>=5,<6'
+AWSCLI_SPEC='awscli>=1.29,<2'   # pip awscli v1: has s3api put-object --if-none-match/--if-match
+
+APT_PACKAGES=(
+  # peers used by the tests
+  skopeo umoci podman docker-registry busybox-static
+  # podman's runtime bits (pulled as Depends too; listed so a missing one is noticed)
+  conmon runc golang-github-containers-common uidmap
+  # tools
+  pigz zstd jq curl openssl ca-certificates procps util-linux
+  # moto venv, free-port finder, cargo install of s3s-fs
+  python3 python3-venv gcc libc6-dev pkg-config
+)
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  SUDO=()
+fi
+
+t0=$SECONDS
+
+# ---------------------------------------------------------------- apt
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$st" = installed ] || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || [ ${#SUDO[@]} -gt 0 ] || die "need root or sudo to install: ${missing[*]}"
+  log "apt: installing ${missing[*]}"
+  apt_log=$(mktemp /tmp/s3dock-setup-apt.XXXXXX.log)
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$apt_log" 2>&1 \
+    || { tail -n 30 "$apt_log" >&2; die "apt-get update failed (full log: $apt_log)"; }
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}" >>"$apt_log" 2>&1 \
+    || { tail -n 30 "$apt_log" >&2; die "apt-get install failed (full log: $apt_log)"; }
+  rm -f "$apt_log"
+else
+  log "apt: all ${#APT_PACKAGES[@]} packages present"
+fi
+
+# ------------------------------------------- docker-registry system service
+# The Debian package ships a service that listens on :5000. We run our own
+# instances (scripts/registry.sh), so make sure the packaged one is not running.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  if systemctl is-active --quiet docker-registry.service 2>/dev/null \
+     || systemctl is-enabled --quiet docker-registry.service 2>/dev/null; then
+    log "docker-registry: stopping and disabling the packaged systemd service"
+    "${SUDO[@]}" systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  fi
+elif [ -x /etc/init.d/docker-registry ]; then
+  if /etc/init.d/docker-registry status >/dev/null 2>&1; then
+    log "docker-registry: stopping the packaged init.d service"
+    "${SUDO[@]}" /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+  fi
+  "${SUDO[@]}" update-rc.d docker-registry disable >/dev/null 2>&1 || true
+fi
+
+# ---------------------------------------------------------------- s3s-fs
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if command -v s3s-fs >/dev/null 2>&1; then
+  log "s3s-fs: present ($(command -v s3s-fs))"
+elif [ -x "$cargo_bin/s3s-fs" ]; then
+  log "s3s-fs: present at $cargo_bin/s3s-fs (not on PATH; scripts look there too)"
+else
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain first (https://rustup.rs)"
+  log "s3s-fs: cargo install s3s-fs@$S3S_FS_VERSION (takes a few minutes)"
+  ts=$SECONDS
+  cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked --quiet \
+    || die "cargo install s3s-fs@$S3S_FS_VERSION failed"
+  log "s3s-fs: installed in $((SECONDS - ts))s"
+fi
+
+# ---------------------------------------------------------------- moto venv
+venv_ok() {
+  [ -x "$S3DOCK_VENV/bin/python" ] && [ -x "$S3DOCK_VENV/bin/moto_server" ] && [ -x "$S3DOCK_VENV/bin/aws" ] \
+    && "$S3DOCK_VENV/bin/python" - <<'EOF' >/dev/null 2>&1
+import importlib.metadata as md, boto3, moto, flask  # noqa: F401  (flask: moto[server])
+assert md.version("moto").split(".")[0] == "5"
+assert md.version("awscli").split(".")[0] == "1"
+EOF
+}
+if venv_ok; then
+  log "moto venv: present ($S3DOCK_VENV)"
+else
+  py="${S3DOCK_PYTHON:-}"
+  if [ -z "$py" ]; then
+    if [ -x /usr/bin/python3 ]; then py=/usr/bin/python3; else py=python3; fi
+  fi
+  if [ ! -x "$S3DOCK_VENV/bin/python" ] || ! "$S3DOCK_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "moto venv: creating $S3DOCK_VENV with $py"
+    rm -rf "$S3DOCK_VENV"
+    mkdir -p "$(dirname "$S3DOCK_VENV")"
+    "$py" -m venv "$S3DOCK_VENV" || die "python venv creation failed ($py -m venv)"
+  fi
+  log "moto venv: pip install $MOTO_SPEC $AWSCLI_SPEC"
+  ts=$SECONDS
+  "$S3DOCK_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$MOTO_SPEC" "$AWSCLI_SPEC" boto3 >&2 \
+    || die "pip install into $S3DOCK_VENV failed"
+  venv_ok || die "moto venv at $S3DOCK_VENV is still incomplete after pip install"
+  log "moto venv: ready in $((SECONDS - ts))s"
+fi
+
+log "done in $((SECONDS - t0))s"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run the whole s3dock test suite against real local peers.
+#
+#   scripts/test.sh                          # everything
+#   scripts/test.sh some_filter              # extra args go to `cargo test`
+#   scripts/test.sh --test interop -- --nocapture
+#
+# Arguments before a `--` go to cargo, arguments after it go to the test harness
+# (like `cargo test` itself); `--test-threads=2` is added unless you pass your own.
+# Installs missing peers (scripts/setup.sh), starts s3s-fs + moto (scripts/s3-servers.sh),
+# always stops them on exit (also on failure or Ctrl-C) along with any registry started
+# through scripts/registry.sh, and exits with cargo's status.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export S3DOCK_TEST_DIR="${S3DOCK_TEST_DIR:-/tmp/s3dock-test}"
+
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+  bash scripts/registry.sh stop || true
+  bash scripts/s3-servers.sh stop || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+bash scripts/setup.sh
+bash scripts/s3-servers.sh start
+# shellcheck disable=SC1091
+. "$S3DOCK_TEST_DIR/servers.env"
+export S3DOCK_REQUIRE_PEERS=1
+
+cargo_args=()
+harness_args=()
+seen_dashdash=0
+for a in "$@"; do
+  if [ $seen_dashdash -eq 0 ] && [ "$a" = "--" ]; then
+    seen_dashdash=1
+  elif [ $seen_dashdash -eq 0 ]; then
+    cargo_args+=("$a")
+  else
+    harness_args+=("$a")
+  fi
+done
+threads=(--test-threads=2)
+for a in "${harness_args[@]}"; do
+  case "$a" in --test-threads | --test-threads=*) threads=() ;; esac
+done
+
+cargo build --release
+rc=0
+cargo test --release "${cargo_args[@]}" -- "${threads[@]}" "${harness_args[@]}" || rc=$?
+exit $rc

@@ -1,0 +1,10 @@
+//! The one place that knows archive formats: `docker save` (legacy and Docker
+//! 25+), skopeo/podman `docker-archive`, and OCI image-layout archives. `read`
+//! streams an archive in a single pass; `write` produces one `docker load`,
+//! `podman load` and skopeo accept.
+
+mod read;
+mod write;
+
+pub use read::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
+pub use write::{ArchiveEntryImage, ArchiveWriter, Format};

@@ -1,0 +1,518 @@
+//! Single-pass archive reader. Docker 25+ and OCI archives put every blob before
+//! the metadata that says what it is, so the reader cannot wait: small JSON
+//! files are kept in memory, and every other file is handed to a [`LayerSink`]
+//! as it streams past (the push pipeline compresses and uploads it there).
+//! Once the stream ends, `manifest.json` or `index.json` says which files form
+//! which image, and every digest and diff_id is checked.
+
+use crate::compress::{decompressing_reader, detect, Detected};
+use crate::digest::Digest;
+use crate::image::{our_digest, parse_document, select_platform, Config, Document};
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+
+/// A file that may be a layer, as found in the archive.
+#[derive(Debug)]
+pub struct LayerEntry<'a> {
+    pub path: &'a str,
+    pub size: u64,
+    /// Digest of the file's bytes when its name says it (`blobs/sha256/<hex>`, `<hex>.tar`).
+    pub name_digest: Option<Digest>,
+    /// Legacy `<v1id>/layer.tar`: the v1 ID, a hash over the layer's chain ID.
+    pub v1_id: Option<&'a str>,
+}
+
+/// What a sink reports for a layer file it consumed.
+#[derive(Clone, Debug)]
+pub struct SunkLayer<T> {
+    /// sha256 of the file's bytes as they were in the archive.
+    pub file_digest: Digest,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    pub out: T,
+}
+
+pub trait LayerSink {
+    type Out: Clone;
+    /// Consumes one file completely.
+    fn layer(&mut self, entry: &LayerEntry, data: &mut dyn Read) -> Result<SunkLayer<Self::Out>>;
+    /// Bytes of archive read so far are reported here, for progress.
+    fn progress(&mut self, _archive_bytes: u64) {}
+}
+
+/// One image found in an archive.
+#[derive(Debug)]
+pub struct ArchiveImage<T> {
+    /// Full references (`myapp:v1.0`, `docker.io/library/x:1`) the archive names it by.
+    pub names: Vec<String>,
+    /// OCI `org.opencontainers.image.ref.name` values, which may be a bare tag.
+    pub ref_names: Vec<String>,
+    pub config: Config,
+    pub layers: Vec<SunkLayer<T>>,
+}
+
+/// Metadata files are small; this caps what a hostile archive can make us buffer.
+const MAX_JSON_FILE: u64 = 32 << 20;
+const MAX_METADATA_TOTAL: u64 = 256 << 20;
+
+struct Contents<T> {
+    files: HashMap<String, Bytes>,
+    links: HashMap<String, String>,
+    layers: HashMap<String, SunkLayer<T>>,
+    metadata_bytes: u64,
+}
+
+/// Counts bytes read from the (possibly compressed) archive stream.
+struct Counting<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Normalizes an in-archive path: strips `./`, rejects absolute paths and `..` escapes.
+fn clean_path(raw: &str) -> Result<String> {
+    if raw.starts_with('/') {
+        bail!("archive entry {raw:?} has an absolute path: refusing a possibly malicious archive");
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    bail!("archive entry {raw:?} points outside the archive: refusing a possibly malicious archive");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn is_metadata_name(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    matches!(
+        base,
+        "manifest.json" | "index.json" | "oci-layout" | "repositories" | "json" | "VERSION"
+    ) || base.ends_with(".json")
+}
+
+/// The digest a file name carries: `blobs/sha256/<hex>` or `<hex>.tar`.
+fn name_digest(path: &str) -> Option<Digest> {
+    if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+        return Digest::from_hex(hex).ok();
+    }
+    if !path.contains('/') {
+        return path
+            .strip_suffix(".tar")
+            .and_then(|h| Digest::from_hex(h).ok());
+    }
+    None
+}
+
+/// Reads a whole archive (optionally gzip or zstd compressed) from `input`.
+pub fn read_archive<R: Read, S: LayerSink>(
+    input: R,
+    sink: &mut S,
+    platform: &str,
+) -> Result<Vec<ArchiveImage<S::Out>>> {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut buffered = BufReader::with_capacity(
+        1 << 20,
+        Counting {
+            inner: input,
+            count: count.clone(),
+        },
+    );
+    let head = buffered.fill_buf().context("cannot read the input")?;
+    if head.is_empty() {
+        bail!("the input is empty: expected a docker save or OCI archive (did the command before the pipe fail?)");
+    }
+    let kind = detect(head);
+    let plain = decompressing_reader(kind, buffered)?;
+    let mut contents = Contents {
+        files: HashMap::new(),
+        links: HashMap::new(),
+        layers: HashMap::new(),
+        metadata_bytes: 0,
+    };
+    stream_entries(plain, sink, &mut contents, &count).map_err(|e| {
+        if kind != Detected::Plain && e.to_string().contains("invalid") {
+            e.context(format!("the {kind:?}-compressed input is damaged"))
+        } else {
+            e
+        }
+    })?;
+    sink.progress(count.load(std::sync::atomic::Ordering::Relaxed));
+    resolve(&mut contents, sink, platform)
+}
+
+fn stream_entries<S: LayerSink>(
+    plain: impl Read,
+    sink: &mut S,
+    c: &mut Contents<S::Out>,
+    count: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    let mut archive = tar::Archive::new(plain);
+    let entries = archive
+        .entries()
+        .context("the input is not a tar archive")?;
+    let mut seen_any = false;
+    for entry in entries {
+        let mut entry = entry
+            .map_err(|e| anyhow!("the input is not a valid tar archive or is truncated ({e})"))?;
+        seen_any = true;
+        let raw = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| anyhow!("archive entry name is not valid UTF-8: refusing the archive"))?;
+        let path = clean_path(&raw)?;
+        let kind = entry.header().entry_type();
+        if kind.is_dir() || path.is_empty() || kind.is_pax_global_extensions() {
+            continue;
+        }
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| anyhow!("link {path:?} in the archive has no target"))?;
+            let resolved = if kind.is_symlink() {
+                let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                if target.starts_with('/') {
+                    bail!("symlink {path:?} points to an absolute path {target:?}: refusing the archive");
+                }
+                clean_path(&format!("{dir}/{target}")).map_err(|_| {
+                    anyhow!("symlink {path:?} -> {target:?} escapes the archive: refusing it")
+                })?
+            } else {
+                clean_path(&target)?
+            };
+            if c.links.insert(path.clone(), resolved).is_some() || c.files.contains_key(&path) {
+                bail!("archive has a duplicate entry {path:?}");
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            bail!("archive entry {path:?} is not a regular file, directory or link");
+        }
+        if c.files.contains_key(&path)
+            || c.layers.contains_key(&path)
+            || c.links.contains_key(&path)
+        {
+            bail!("archive has a duplicate entry {path:?}");
+        }
+        let size = entry.size();
+        let truncated =
+            |e: std::io::Error| anyhow!("the archive is truncated or unreadable in {path:?}: {e}");
+        // Peek at the start: JSON documents begin with '{' or '['; layers never do.
+        let mut head = vec![0u8; size.min(64) as usize];
+        entry.read_exact(&mut head).map_err(truncated)?;
+        let looks_json = head
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{' || *b == b'[');
+        let metadata_name = is_metadata_name(&path);
+        if metadata_name && size > MAX_JSON_FILE {
+            bail!("archive file {path:?} is {size} bytes, too large for metadata: refusing the archive");
+        }
+        if metadata_name || (looks_json && size <= MAX_JSON_FILE) {
+            c.metadata_bytes += size;
+            if c.metadata_bytes > MAX_METADATA_TOTAL {
+                bail!(
+                    "archive holds more than {MAX_METADATA_TOTAL} bytes of metadata: refusing it"
+                );
+            }
+            let mut data = head;
+            entry.read_to_end(&mut data).map_err(truncated)?;
+            c.files.insert(path, data.into());
+            continue;
+        }
+        let v1_id = path
+            .strip_suffix("/layer.tar")
+            .filter(|d| Digest::from_hex(d).is_ok());
+        let le = LayerEntry {
+            path: &path,
+            size,
+            name_digest: name_digest(&path),
+            v1_id,
+        };
+        let mut reader = (&head[..]).chain(&mut entry);
+        let mut exact = ExactSize {
+            inner: &mut reader,
+            left: size,
+            path: &path,
+        };
+        let sunk = sink.layer(&le, &mut exact)?;
+        if exact.left != 0 {
+            bail!("layer {path:?} was not read to the end");
+        }
+        check_name(&le, &sunk.file_digest)?;
+        c.layers.insert(path, sunk);
+        sink.progress(count.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    if !seen_any {
+        bail!("the input is not a tar archive (no entries found)");
+    }
+    Ok(())
+}
+
+/// A file named by its digest must hash to it.
+fn check_name(le: &LayerEntry, actual: &Digest) -> Result<()> {
+    match le.name_digest {
+        Some(d) if d != *actual => {
+            bail!(
+                "archive file {:?} is corrupt: its content hashes to {actual}, not {d}",
+                le.path
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads exactly `left` bytes and turns a short read into a clear truncation error.
+struct ExactSize<'a, R> {
+    inner: R,
+    left: u64,
+    path: &'a str,
+}
+
+impl<R: Read> Read for ExactSize<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the archive is truncated in {:?}", self.path),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+impl<T: Clone> Contents<T> {
+    fn resolve_path(&self, path: &str) -> Result<String> {
+        let mut p = clean_path(path)?;
+        for _ in 0..8 {
+            match self.links.get(&p) {
+                Some(t) => p = t.clone(),
+                None => return Ok(p),
+            }
+        }
+        bail!("archive link {path:?} loops")
+    }
+
+    fn file(&self, path: &str, what: &str) -> Result<&Bytes> {
+        let p = self.resolve_path(path)?;
+        self.files
+            .get(&p)
+            .ok_or_else(|| anyhow!("the archive's {what} {path:?} is missing from the archive"))
+    }
+
+    /// The layer at `path`; a small file that was buffered as metadata goes through the sink now.
+    fn layer<S: LayerSink<Out = T>>(&mut self, path: &str, sink: &mut S) -> Result<SunkLayer<T>> {
+        let p = self.resolve_path(path)?;
+        if let Some(l) = self.layers.get(&p) {
+            return Ok(l.clone());
+        }
+        let data = self
+            .files
+            .get(&p)
+            .cloned()
+            .ok_or_else(|| anyhow!("layer {path:?} is missing from the archive"))?;
+        let le = LayerEntry {
+            path: &p,
+            size: data.len() as u64,
+            name_digest: name_digest(&p),
+            v1_id: None,
+        };
+        let sunk = sink.layer(&le, &mut &data[..])?;
+        check_name(&le, &sunk.file_digest)?;
+        self.layers.insert(p, sunk.clone());
+        Ok(sunk)
+    }
+}
+
+fn check_layers<T>(config: &Config, layers: &[SunkLayer<T>], what: &str) -> Result<()> {
+    if config.diff_ids.len() != layers.len() {
+        bail!(
+            "{what} lists {} layers but its config {} has {} diff_ids",
+            layers.len(),
+            config.digest,
+            config.diff_ids.len()
+        );
+    }
+    for (i, (l, d)) in layers.iter().zip(&config.diff_ids).enumerate() {
+        if l.diff_id != *d {
+            bail!("layer {} of {what} does not match the config: its content has diff_id {}, the config says {d}", i + 1, l.diff_id);
+        }
+    }
+    Ok(())
+}
+
+fn resolve<S: LayerSink>(
+    c: &mut Contents<S::Out>,
+    sink: &mut S,
+    platform: &str,
+) -> Result<Vec<ArchiveImage<S::Out>>> {
+    if let Some(m) = c.files.get("manifest.json").cloned() {
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(&m).context("the archive's manifest.json is not valid")?;
+        if entries.is_empty() {
+            bail!("the archive's manifest.json lists no images");
+        }
+        let mut out = Vec::new();
+        for e in entries {
+            let cfg_bytes = c.file(&e.config, "config")?.clone();
+            let config = Config::parse(cfg_bytes)?;
+            let name = c.resolve_path(&e.config)?;
+            let stem = name
+                .strip_prefix("blobs/sha256/")
+                .or_else(|| name.strip_suffix(".json"));
+            if let Some(Ok(d)) = stem.map(Digest::from_hex) {
+                if d != config.digest {
+                    bail!(
+                        "archive config {:?} is corrupt: its content hashes to {}",
+                        e.config,
+                        config.digest
+                    );
+                }
+            }
+            let layers = e
+                .layers
+                .iter()
+                .map(|p| c.layer(p, sink))
+                .collect::<Result<Vec<_>>>()?;
+            let tags = e.repo_tags.unwrap_or_default();
+            check_layers(
+                &config,
+                &layers,
+                &format!(
+                    "image {}",
+                    tags.first()
+                        .map_or(config.digest.to_string(), |t| t.clone())
+                ),
+            )?;
+            out.push(ArchiveImage {
+                names: tags,
+                ref_names: Vec::new(),
+                config,
+                layers,
+            });
+        }
+        return Ok(out);
+    }
+    let index = c.files.get("index.json").cloned().ok_or_else(|| {
+        if c.files.keys().any(|k| k.ends_with("/json")) {
+            anyhow!("this is a pre-Docker-1.10 archive without manifest.json, which is not supported")
+        } else {
+            anyhow!("the input is not a docker save or OCI archive: it has neither manifest.json nor index.json")
+        }
+    })?;
+    let layout = c
+        .files
+        .get("oci-layout")
+        .ok_or_else(|| anyhow!("OCI archive without an oci-layout file"))?;
+    let lv: serde_json::Value =
+        serde_json::from_slice(layout).context("the archive's oci-layout is not valid JSON")?;
+    if lv.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+        bail!("unsupported OCI layout version in oci-layout (need 1.0.0)");
+    }
+    let Document::Index(index) =
+        parse_document(&index).context("the archive's index.json is not valid")?
+    else {
+        bail!("the archive's index.json is not an image index");
+    };
+    let mut out = Vec::new();
+    for desc in index.manifests() {
+        let ann = desc.annotations().clone().unwrap_or_default();
+        let mut d = our_digest(desc.digest())?;
+        let mut doc = parse_document(blob(c, &d)?)?;
+        if let Document::Index(child) = &doc {
+            d = our_digest(select_platform(child, platform)?.digest())?;
+            doc = parse_document(blob(c, &d)?)?;
+        }
+        let Document::Manifest(m) = doc else {
+            bail!("nested image index {d} is not supported")
+        };
+        let cd = our_digest(m.config().digest())?;
+        let config = Config::parse(blob(c, &cd)?.clone())?;
+        let mut layers = Vec::new();
+        for l in m.layers() {
+            let ld = our_digest(l.digest())?;
+            let sunk = c.layer(&format!("blobs/sha256/{}", ld.hex()), sink)?;
+            if sunk.file_digest != ld {
+                bail!(
+                    "OCI blob {ld} is corrupt: its content hashes to {}",
+                    sunk.file_digest
+                );
+            }
+            layers.push(sunk);
+        }
+        check_layers(&config, &layers, &format!("manifest {d}"))?;
+        let names = ann
+            .get("io.containerd.image.name")
+            .cloned()
+            .into_iter()
+            .collect();
+        let ref_names = ann
+            .get("org.opencontainers.image.ref.name")
+            .cloned()
+            .into_iter()
+            .collect();
+        out.push(ArchiveImage {
+            names,
+            ref_names,
+            config,
+            layers,
+        });
+    }
+    if out.is_empty() {
+        bail!("the archive's index.json lists no images");
+    }
+    Ok(out)
+}
+
+/// A small blob from an OCI layout, verified against its digest.
+fn blob<'a, T: Clone>(c: &'a Contents<T>, d: &Digest) -> Result<&'a Bytes> {
+    let data = c.file(&format!("blobs/sha256/{}", d.hex()), "blob")?;
+    if Digest::of(data) != *d {
+        bail!("OCI blob {d} is corrupt: its content does not match its digest");
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_paths() {
+        assert_eq!(clean_path("./blobs/sha256/x").unwrap(), "blobs/sha256/x");
+        assert_eq!(clean_path("a/../b").unwrap(), "b");
+        assert!(clean_path("../x").is_err());
+        assert!(clean_path("/etc/x").is_err());
+        assert!(clean_path("a/../../x").is_err());
+    }
+}

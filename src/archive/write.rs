@@ -1,0 +1,217 @@
+//! Writes image archives. The default (`docker`) form is an OCI image layout plus
+//! `manifest.json` and `repositories` pointing at the same blobs, which the classic
+//! and containerd Docker stores, podman and skopeo all load; `oci` is the plain
+//! OCI layout. Headers are written here rather than by `tar::Builder` so that an
+//! aborted write never gets an end-of-archive marker: a consumer sees a truncated
+//! archive, never a complete-looking one.
+
+use crate::digest::Digest;
+use anyhow::Result;
+use serde_json::json;
+use std::io::Write;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Docker,
+    Oci,
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "docker" => Ok(Format::Docker),
+            "oci" => Ok(Format::Oci),
+            _ => anyhow::bail!("unknown archive format {s:?}: use docker or oci"),
+        }
+    }
+}
+
+/// An image as it goes into an archive.
+pub struct ArchiveEntryImage {
+    /// Familiar references for `RepoTags`, e.g. `myapp:v1.0`.
+    pub repo_tags: Vec<String>,
+    pub manifest: bytes::Bytes,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub config_digest: Digest,
+    pub layer_digests: Vec<Digest>,
+    pub top_diff_id: Option<Digest>,
+}
+
+pub struct ArchiveWriter<W: Write> {
+    out: W,
+    written: u64,
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    pub fn new(out: W) -> Self {
+        ArchiveWriter { out, written: 0 }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn header(&mut self, path: &str, size: u64, dir: bool) -> Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path)?;
+        h.set_size(size);
+        h.set_mode(if dir { 0o755 } else { 0o644 });
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_cksum();
+        self.raw(h.as_bytes())
+    }
+
+    fn raw(&mut self, data: &[u8]) -> Result<()> {
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    pub fn dir(&mut self, path: &str) -> Result<()> {
+        self.header(path, 0, true)
+    }
+
+    pub fn file(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        self.begin_file(path, data.len() as u64)?;
+        self.raw(data)?;
+        self.end_file(data.len() as u64)
+    }
+
+    /// Starts a file whose `size` bytes the caller then passes to `write`.
+    pub fn begin_file(&mut self, path: &str, size: u64) -> Result<()> {
+        self.header(path, size, false)
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.raw(data)
+    }
+
+    pub fn end_file(&mut self, size: u64) -> Result<()> {
+        let pad = (512 - size % 512) % 512;
+        self.raw(&vec![0u8; pad as usize])
+    }
+
+    /// Writes every metadata file and small blob; layers follow with `begin_file`.
+    pub fn metadata(
+        &mut self,
+        format: Format,
+        images: &[ArchiveEntryImage],
+        configs: &[(Digest, bytes::Bytes)],
+    ) -> Result<()> {
+        self.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let manifests: Vec<_> = images
+            .iter()
+            .flat_map(|img| {
+                let tags: Vec<Option<&String>> = if img.repo_tags.is_empty() {
+                    vec![None]
+                } else {
+                    img.repo_tags.iter().map(Some).collect()
+                };
+                tags.into_iter().map(move |t| {
+                    let mut d = json!({
+                        "mediaType": img.manifest_media_type,
+                        "digest": img.manifest_digest.to_string(),
+                        "size": img.manifest.len(),
+                    });
+                    if let Some(t) = t {
+                        let tag = t.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+                        d["annotations"] = json!({
+                            "io.containerd.image.name": full_name(t),
+                            "org.opencontainers.image.ref.name": tag,
+                        });
+                    }
+                    d
+                })
+            })
+            .collect();
+        let index = json!({"schemaVersion": 2, "mediaType": crate::image::OCI_INDEX, "manifests": manifests});
+        self.file("index.json", &serde_json::to_vec(&index)?)?;
+        if format == Format::Docker {
+            let entries: Vec<_> = images
+                .iter()
+                .map(|img| {
+                    json!({
+                        "Config": blob_path(&img.config_digest),
+                        "RepoTags": img.repo_tags,
+                        "Layers": img.layer_digests.iter().map(blob_path).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let mut m = serde_json::to_vec(&entries)?;
+            m.push(b'\n');
+            self.file("manifest.json", &m)?;
+            let mut repos = serde_json::Map::new();
+            for img in images {
+                for t in &img.repo_tags {
+                    if let (Some((name, tag)), Some(top)) = (t.rsplit_once(':'), img.top_diff_id) {
+                        let e = repos.entry(name.to_string()).or_insert_with(|| json!({}));
+                        e[tag] = json!(top.hex());
+                    }
+                }
+            }
+            if !repos.is_empty() {
+                let mut r = serde_json::to_vec(&repos)?;
+                r.push(b'\n');
+                self.file("repositories", &r)?;
+            }
+        }
+        self.dir("blobs/")?;
+        self.dir("blobs/sha256/")?;
+        let mut done = std::collections::HashSet::new();
+        for img in images {
+            if done.insert(img.manifest_digest) {
+                self.file(&blob_path(&img.manifest_digest), &img.manifest)?;
+            }
+        }
+        for (d, bytes) in configs {
+            if done.insert(*d) {
+                self.file(&blob_path(d), bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn begin_blob(&mut self, d: &Digest, size: u64) -> Result<()> {
+        self.begin_file(&blob_path(d), size)
+    }
+
+    /// Gives up on the archive: no end marker, so no reader takes it as complete.
+    pub fn abandon(mut self) -> W {
+        let _ = self.out.flush();
+        self.out
+    }
+
+    /// Ends the archive (two zero blocks) and flushes.
+    pub fn finish(mut self) -> Result<W> {
+        self.raw(&[0u8; 1024])?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// `myapp:v1` → `docker.io/library/myapp:v1`, as containerd names images.
+fn full_name(familiar: &str) -> String {
+    let first = familiar.split('/').next().unwrap_or("");
+    let has_host = familiar.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_host {
+        familiar.to_string()
+    } else if familiar.contains('/') {
+        format!("docker.io/{familiar}")
+    } else {
+        format!("docker.io/library/{familiar}")
+    }
+}

@@ -1,0 +1,138 @@
+//! The one place that knows object keys: the registry v2 storage layout
+//! (`docker/registry/v2/...`, as distribution's `paths.go`) and s3dock's own
+//! records beside it under `s3dock/`, which a registry never reads or collects.
+
+use crate::digest::Digest;
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Root directory inside the bucket or directory, without leading/trailing `/`.
+    root: String,
+}
+
+impl Layout {
+    pub fn new(root: &str) -> Self {
+        Layout {
+            root: root.trim_matches('/').to_string(),
+        }
+    }
+
+    fn join(&self, rest: &str) -> String {
+        if self.root.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{}/{rest}", self.root)
+        }
+    }
+
+    fn v2(&self, rest: &str) -> String {
+        self.join(&format!("docker/registry/v2/{rest}"))
+    }
+
+    pub fn blob_data(&self, d: &Digest) -> String {
+        let h = d.hex();
+        self.v2(&format!("blobs/sha256/{}/{h}/data", &h[..2]))
+    }
+
+    pub fn blobs_prefix(&self) -> String {
+        self.v2("blobs/sha256/")
+    }
+
+    /// Inverse of [`Layout::blob_data`] for keys found by listing [`Layout::blobs_prefix`].
+    pub fn blob_digest_of_key(&self, key: &str) -> Option<Digest> {
+        let rest = key
+            .strip_prefix(&self.blobs_prefix())?
+            .strip_suffix("/data")?;
+        let (_, hex) = rest.split_once('/')?;
+        Digest::from_hex(hex).ok()
+    }
+
+    pub fn repositories_prefix(&self) -> String {
+        self.v2("repositories/")
+    }
+
+    pub fn layer_link(&self, repo: &str, d: &Digest) -> String {
+        self.v2(&format!(
+            "repositories/{repo}/_layers/sha256/{}/link",
+            d.hex()
+        ))
+    }
+
+    pub fn revision_link(&self, repo: &str, d: &Digest) -> String {
+        self.v2(&format!(
+            "repositories/{repo}/_manifests/revisions/sha256/{}/link",
+            d.hex()
+        ))
+    }
+
+    pub fn tags_prefix(&self, repo: &str) -> String {
+        self.v2(&format!("repositories/{repo}/_manifests/tags/"))
+    }
+
+    pub fn tag_current(&self, repo: &str, tag: &str) -> String {
+        self.v2(&format!(
+            "repositories/{repo}/_manifests/tags/{tag}/current/link"
+        ))
+    }
+
+    pub fn tag_index(&self, repo: &str, tag: &str, d: &Digest) -> String {
+        self.v2(&format!(
+            "repositories/{repo}/_manifests/tags/{tag}/index/sha256/{}/link",
+            d.hex()
+        ))
+    }
+
+    /// Index entry: which stored blob holds the layer with this diff_id in this compression.
+    pub fn diffid_index(&self, diff_id: &Digest, compression: &str) -> String {
+        self.join(&format!(
+            "s3dock/index/diffid/{}/{compression}.json",
+            diff_id.hex()
+        ))
+    }
+
+    /// Index entry for legacy archives, whose layer files are named by a v1 ID
+    /// (a hash over the layer's chain ID) rather than by a content digest.
+    pub fn v1id_index(&self, v1_id: &str) -> String {
+        self.join(&format!("s3dock/index/v1id/{v1_id}.json"))
+    }
+
+    /// Temporary objects for blobs whose digest is known only once written.
+    pub fn temp(&self, name: &str) -> String {
+        self.join(&format!("s3dock/tmp/{name}"))
+    }
+
+    pub fn temp_prefix(&self) -> String {
+        self.join("s3dock/tmp/")
+    }
+}
+
+/// A link file body: the digest string, 71 bytes, no newline (the registry rejects one).
+pub fn link_body(d: &Digest) -> Vec<u8> {
+    d.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_the_registry_layout() {
+        let l = Layout::new("/registry/");
+        let d = Digest::of(&[0u8; 1024]);
+        let h = d.hex();
+        assert_eq!(
+            l.blob_data(&d),
+            format!("registry/docker/registry/v2/blobs/sha256/5f/{h}/data")
+        );
+        assert_eq!(l.blob_digest_of_key(&l.blob_data(&d)), Some(d));
+        assert_eq!(
+            l.tag_current("team/app", "v1.0"),
+            "registry/docker/registry/v2/repositories/team/app/_manifests/tags/v1.0/current/link"
+        );
+        assert_eq!(link_body(&d).len(), 71);
+        assert_eq!(
+            Layout::new("").layer_link("a", &d),
+            format!("docker/registry/v2/repositories/a/_layers/sha256/{h}/link")
+        );
+    }
+}

@@ -1,0 +1,477 @@
+//! `push`: archive → store. Layers are hashed, compressed and uploaded while the
+//! archive streams in (see `archive::read`); the tag is written only after every
+//! blob and the manifest are stored and verified.
+
+use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
+use crate::compress::{detect, gzip_parallel, read_full, zstd_stream, Compression, Detected};
+use crate::digest::{Digest, Hasher};
+use crate::image::{build_manifest, Config, Layer};
+use crate::reference::Reference;
+use crate::stats::{Progress, Stats};
+use crate::store::{BlobUpload, Store, UploadOutcome, Uploader};
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    pub compression: Compression,
+    pub level: Option<i32>,
+    /// For archives holding a multi-platform index.
+    pub platform: String,
+    /// Use the store's diff_id index to skip compressing layers it already holds.
+    pub use_index: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushedImage {
+    pub reference: String,
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    pub layers: Vec<Layer>,
+    /// What the tag pointed to before, when it moved.
+    pub previous: Option<Digest>,
+}
+
+/// Index record: the stored blob for a (diff_id, compression) pair.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IndexRecord {
+    digest: Digest,
+    size: u64,
+}
+
+struct PushSink {
+    store: Store,
+    uploader: Uploader,
+    rt: tokio::runtime::Handle,
+    opts: PushOptions,
+    stats: Arc<Stats>,
+    progress: Progress,
+    pending: Vec<JoinHandle<Result<UploadOutcome>>>,
+    /// Layers this push produced (not found via the index): recorded in the index at the end.
+    fresh: Vec<(Layer, Option<String>)>,
+}
+
+/// Where a layer's output bytes go: hashed, and uploaded unless the blob exists.
+struct Output {
+    hasher: Hasher,
+    upload: Option<BlobUpload>,
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(buf);
+        if let Some(u) = &mut self.upload {
+            u.write(buf).map_err(std::io::Error::other)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PushSink {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// A stored blob for this diff_id and compression, per the index and confirmed by the store.
+    fn indexed(&self, diff_id: &Digest, c: Compression) -> Result<Option<Layer>> {
+        if !self.opts.use_index {
+            return Ok(None);
+        }
+        if c == Compression::None {
+            return Ok(self
+                .block_on(self.store.blob_size(diff_id))?
+                .map(|size| Layer {
+                    digest: *diff_id,
+                    size,
+                    compression: c,
+                    diff_id: *diff_id,
+                }));
+        }
+        let key = self.store.layout.diffid_index(diff_id, c.name());
+        let Some(rec) = self
+            .block_on(self.store.get_json::<IndexRecord>(&key))
+            .ok()
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        match self.block_on(self.store.blob_size(&rec.digest))? {
+            Some(size) if size == rec.size => Ok(Some(Layer {
+                digest: rec.digest,
+                size,
+                compression: c,
+                diff_id: *diff_id,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    fn v1_hint(&self, v1_id: &str) -> Option<Digest> {
+        if !self.opts.use_index {
+            return None;
+        }
+        self.block_on(
+            self.store
+                .get_json::<Digest>(&self.store.layout.v1id_index(v1_id)),
+        )
+        .ok()
+        .flatten()
+    }
+
+    fn begin(&self, known: Option<Digest>, size_hint: u64) -> Result<Option<BlobUpload>> {
+        if let Some(d) = known {
+            if self.block_on(self.store.blob_size(&d))?.is_some() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.uploader.begin(known, size_hint)))
+    }
+
+    fn finish(&mut self, out: Output) -> Result<(Digest, u64)> {
+        let size = out.hasher.len();
+        let digest = out.hasher.finish();
+        match out.upload {
+            Some(u) => self.pending.push(u.finish(digest, size)?),
+            None => {
+                self.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok((digest, size))
+    }
+}
+
+impl LayerSink for PushSink {
+    type Out = Layer;
+
+    fn progress(&mut self, archive_bytes: u64) {
+        self.stats
+            .bytes_read
+            .store(archive_bytes, Ordering::Relaxed);
+        self.progress.set(archive_bytes);
+    }
+
+    fn layer(&mut self, entry: &LayerEntry, data: &mut dyn Read) -> Result<SunkLayer<Layer>> {
+        self.stats.layers.fetch_add(1, Ordering::Relaxed);
+        let mut head = vec![0u8; entry.size.min(16) as usize];
+        read_full(data, &mut head)?;
+        let kind = detect(&head);
+        let mut data = (&head[..]).chain(data);
+        let target = self.opts.compression;
+
+        if kind != Detected::Plain {
+            // Already compressed (OCI archives, containerd-store saves): stored as it is;
+            // the diff_id comes from decompressing on a second thread.
+            let compression = match kind {
+                Detected::Gzip => Compression::Gzip,
+                Detected::Zstd => Compression::Zstd,
+                other => bail!(
+                    "layer {:?} is {other:?}-compressed, which registries and docker pull do not support: recompress it with gzip or zstd",
+                    entry.path
+                ),
+            };
+            let mut out = Output {
+                hasher: Hasher::new(),
+                upload: self.begin(entry.name_digest, entry.size)?,
+            };
+            let diff = crate::compress::DiffIdHasher::new(compression);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = read_full(&mut data, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])?;
+                diff.feed(Bytes::copy_from_slice(&buf[..n]));
+            }
+            let diff_id = diff.finish().with_context(|| {
+                format!(
+                    "layer {:?} is not a valid {} stream",
+                    entry.path,
+                    compression.name()
+                )
+            })?;
+            let (digest, size) = self.finish(out)?;
+            let layer = Layer {
+                digest,
+                size,
+                compression,
+                diff_id,
+            };
+            self.fresh.push((layer.clone(), None));
+            return Ok(SunkLayer {
+                file_digest: digest,
+                diff_id,
+                out: layer,
+            });
+        }
+
+        // Plain tar. If the name tells the diff_id and the store has the layer in the
+        // target compression, only hash the bytes to verify them.
+        let hint = entry
+            .name_digest
+            .or_else(|| entry.v1_id.and_then(|v| self.v1_hint(v)));
+        if let Some(d) = hint {
+            if let Some(layer) = self.indexed(&d, target)? {
+                let mut h = Hasher::new();
+                std::io::copy(&mut data, &mut h)?;
+                let actual = h.finish();
+                if actual != d {
+                    if entry.name_digest.is_some() {
+                        // Reported as a corrupt file by the archive reader.
+                        return Ok(SunkLayer {
+                            file_digest: actual,
+                            diff_id: actual,
+                            out: layer,
+                        });
+                    }
+                    bail!(
+                        "layer {:?} does not match the store's index entry for its v1 ID (expected {d}, got {actual}); push again with --no-index",
+                        entry.path
+                    );
+                }
+                self.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(SunkLayer {
+                    file_digest: d,
+                    diff_id: d,
+                    out: layer,
+                });
+            }
+        }
+
+        let mut diff = Hasher::new();
+        let level = self.opts.level.unwrap_or(target.default_level());
+        let threads = rayon::current_num_threads();
+        let (digest, size) = match target {
+            Compression::None => {
+                let mut out = Output {
+                    hasher: Hasher::new(),
+                    upload: self.begin(entry.name_digest, entry.size)?,
+                };
+                std::io::copy(&mut data, &mut out)?;
+                diff = out.hasher.clone();
+                self.finish(out)?
+            }
+            Compression::Gzip => {
+                let mut out = Output {
+                    hasher: Hasher::new(),
+                    upload: self.begin(None, entry.size)?,
+                };
+                gzip_parallel(
+                    &mut data,
+                    level.clamp(0, 9) as u32,
+                    4 * threads,
+                    |b| diff.update(b),
+                    |b| out.write_all(b).map_err(anyhow::Error::from),
+                )?;
+                self.finish(out)?
+            }
+            Compression::Zstd => {
+                let mut out = Output {
+                    hasher: Hasher::new(),
+                    upload: self.begin(None, entry.size)?,
+                };
+                zstd_stream(
+                    &mut data,
+                    level,
+                    threads as u32,
+                    |b| diff.update(b),
+                    &mut out,
+                )?;
+                self.finish(out)?
+            }
+        };
+        let diff_id = diff.finish();
+        let layer = Layer {
+            digest,
+            size,
+            compression: target,
+            diff_id,
+        };
+        self.fresh
+            .push((layer.clone(), entry.v1_id.map(str::to_string)));
+        Ok(SunkLayer {
+            file_digest: diff_id,
+            diff_id,
+            out: layer,
+        })
+    }
+}
+
+/// Which references each image in the archive is pushed as.
+fn targets(
+    images: &[ArchiveImage<Layer>],
+    reference: Option<&Reference>,
+) -> Result<Vec<(usize, Reference)>> {
+    let parsed = |img: &ArchiveImage<Layer>| -> Vec<Reference> {
+        img.names
+            .iter()
+            .chain(img.ref_names.iter().filter(|r| r.contains(':')))
+            .filter_map(|n| Reference::parse(n).ok())
+            .collect()
+    };
+    match reference {
+        Some(r) => {
+            if r.digest.is_some() {
+                bail!("push takes a tag, not a digest: {r}");
+            }
+            if images.len() == 1 {
+                return Ok(vec![(0, r.clone())]);
+            }
+            let tag = r.tag_or_latest().unwrap_or("latest");
+            for (i, img) in images.iter().enumerate() {
+                let named = parsed(img)
+                    .iter()
+                    .any(|p| p.name == r.name && p.tag_or_latest() == Some(tag));
+                if named || img.ref_names.iter().any(|t| t == tag) {
+                    return Ok(vec![(i, r.clone())]);
+                }
+            }
+            let all: Vec<String> = images.iter().flat_map(|i| i.names.clone()).collect();
+            bail!(
+                "the archive holds {} images and none is tagged {r} (it has: {})",
+                images.len(),
+                all.join(", ")
+            )
+        }
+        None => {
+            let mut out = Vec::new();
+            for (i, img) in images.iter().enumerate() {
+                let refs = parsed(img);
+                if refs.is_empty() {
+                    bail!("image {} in the archive has no tag: name the target, e.g. s3dock push myapp:1.0", img.config.digest);
+                }
+                out.extend(refs.into_iter().map(|mut r| {
+                    if r.tag.is_none() {
+                        r.tag = Some("latest".into());
+                    }
+                    (i, r)
+                }));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Pushes every image of the archive read from `input` (or the one `reference` names).
+pub async fn push<R: Read + Send + 'static>(
+    store: &Store,
+    input: R,
+    input_size: Option<u64>,
+    reference: Option<Reference>,
+    opts: PushOptions,
+    stats: Arc<Stats>,
+    show_progress: bool,
+) -> Result<Vec<PushedImage>> {
+    let mut sink = PushSink {
+        store: store.clone(),
+        uploader: store.uploader(),
+        rt: tokio::runtime::Handle::current(),
+        opts: opts.clone(),
+        stats: stats.clone(),
+        progress: Progress::new(show_progress, input_size, "reading archive"),
+        pending: Vec::new(),
+        fresh: Vec::new(),
+    };
+    let platform = opts.platform.clone();
+    let (images, mut sink) = tokio::task::spawn_blocking(move || {
+        let r = read_archive(input, &mut sink, &platform);
+        (r, sink)
+    })
+    .await?;
+    sink.progress.finish();
+    // Wait for every upload even on failure, so none is left running.
+    let mut failure = images.as_ref().err().map(|e| anyhow!("{e:#}"));
+    for h in sink.pending.drain(..) {
+        match h.await? {
+            Ok(o) => {
+                stats
+                    .bytes_uploaded
+                    .fetch_add(o.uploaded, Ordering::Relaxed);
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let images = images?;
+    record_index(store, &sink.fresh).await?;
+    let mut pushed = Vec::new();
+    for (i, r) in targets(&images, reference.as_ref())? {
+        pushed.push(commit_image(store, &images[i].config, &images[i].layers, &r).await?);
+    }
+    Ok(pushed)
+}
+
+/// Remembers which blob holds each new layer, so a re-push can skip compressing it.
+async fn record_index(store: &Store, fresh: &[(Layer, Option<String>)]) -> Result<()> {
+    for (l, v1) in fresh {
+        if l.compression != Compression::None {
+            let rec = IndexRecord {
+                digest: l.digest,
+                size: l.size,
+            };
+            store
+                .put_json(
+                    &store.layout.diffid_index(&l.diff_id, l.compression.name()),
+                    &rec,
+                )
+                .await?;
+        }
+        if let Some(v1) = v1 {
+            store
+                .put_json(&store.layout.v1id_index(v1), &l.diff_id)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores config and manifest, links everything into the repository, then moves the tag.
+pub async fn commit_image(
+    store: &Store,
+    config: &Config,
+    layers: &[SunkLayer<Layer>],
+    r: &Reference,
+) -> Result<PushedImage> {
+    let layers: Vec<Layer> = layers.iter().map(|l| l.out.clone()).collect();
+    for l in &layers {
+        // Each layer blob was verified as it streamed; confirm it is really in the store.
+        if store.blob_size(&l.digest).await?.is_none() {
+            bail!("layer {} is missing from the store after upload", l.digest);
+        }
+    }
+    store
+        .put_small_blob(&config.digest, config.bytes.clone())
+        .await?;
+    let manifest = build_manifest(config, &layers)?;
+    let md = Digest::of(&manifest);
+    store.put_small_blob(&md, manifest).await?;
+    let repo = &r.name;
+    for d in layers
+        .iter()
+        .map(|l| &l.digest)
+        .chain(std::iter::once(&config.digest))
+    {
+        store.link_layer(repo, d).await?;
+    }
+    store.link_revision(repo, &md).await?;
+    let tag = r.tag_or_latest().expect("push references carry a tag");
+    let previous = store.set_tag(repo, tag, &md).await?.filter(|p| *p != md);
+    Ok(PushedImage {
+        reference: Reference::with_tag(repo, tag).to_string(),
+        manifest_digest: md,
+        config_digest: config.digest,
+        layers,
+        previous,
+    })
+}
