@@ -220,7 +220,12 @@ impl Store {
     }
 
     pub fn uploader(&self) -> Uploader {
-        Uploader::new(self.driver.clone(), self.jobs, self.part_size)
+        Uploader::new(
+            self.driver.clone(),
+            self.layout.clone(),
+            self.jobs,
+            self.part_size,
+        )
     }
 
     pub async fn blob_size(&self, d: &Digest) -> Result<Option<u64>> {

@@ -2,9 +2,9 @@
 //! endpoints (S3-compatible servers) and path-style addressing.
 
 use super::{ObjectInfo, PartTag, S3Options};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
@@ -24,8 +24,58 @@ pub struct S3Driver {
     opts: S3Options,
 }
 
-fn err(op: &str, key: &str, e: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
-    anyhow!("S3 {op} of {key:?} failed: {}", DisplayErrorContext(e))
+/// One readable line per failed S3 call: the HTTP status and S3 error code when the
+/// server answered, else why no answer came (connection refused, timeout, ...).
+fn err<E>(op: &str, key: &str, e: SdkError<E>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let what = match &e {
+        SdkError::ServiceError(se) => {
+            let status = e
+                .raw_response()
+                .map(|r| r.status().as_u16().to_string())
+                .unwrap_or_default();
+            let code = se.err().code().unwrap_or("error");
+            let msg = se
+                .err()
+                .message()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            format!("HTTP {status} {code}{msg}")
+        }
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            format!("cannot connect: {}", source_chain(&e))
+        }
+        SdkError::TimeoutError(_) => "timed out".to_string(),
+        _ => source_chain(&e),
+    };
+    anyhow!("S3 {op} of {key:?} failed: {what}")
+}
+
+fn body_err(
+    op: &str,
+    key: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> anyhow::Error {
+    anyhow!(
+        "S3 {op} of {key:?} failed while reading the body: {}",
+        DisplayErrorContext(e)
+    )
+}
+
+/// The innermost causes, which say what actually went wrong.
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        parts.push(c.to_string());
+        cur = c.source();
+    }
+    if parts.is_empty() {
+        return e.to_string();
+    }
+    parts.join(": ")
 }
 
 impl S3Driver {
@@ -98,7 +148,7 @@ impl S3Driver {
                 out.body
                     .collect()
                     .await
-                    .map_err(|e| err("GetObject", key, e))?
+                    .map_err(|e| body_err("GetObject", key, e))?
                     .into_bytes(),
             )),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
@@ -125,7 +175,7 @@ impl S3Driver {
             .body
             .collect()
             .await
-            .map_err(|e| err("GetObject", key, e))?
+            .map_err(|e| body_err("GetObject", key, e))?
             .into_bytes();
         if data.len() != len {
             bail!(
@@ -410,20 +460,17 @@ impl S3Driver {
 
     /// Checks the bucket is reachable before any work starts.
     pub async fn check(&self) -> Result<()> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map(|_| ())
-            .with_context(|| format!("cannot reach bucket {:?}", self.bucket))
-            .map_err(|e| anyhow!("{}", format_chain(&e)))
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                bail!(
+                    "bucket {:?} does not exist (create it first, e.g. aws s3 mb s3://{})",
+                    self.bucket,
+                    self.bucket
+                )
+            }
+            Err(e) => Err(err("HeadBucket", &self.bucket, e)
+                .context(format!("cannot reach bucket {:?}", self.bucket))),
+        }
     }
-}
-
-fn format_chain(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
 }

@@ -42,20 +42,15 @@ enum Msg {
 }
 
 impl Uploader {
-    pub fn new(driver: Arc<Driver>, jobs: usize, part_size: u64) -> Self {
+    pub fn new(driver: Arc<Driver>, layout: Layout, jobs: usize, part_size: u64) -> Self {
         Uploader {
             driver,
-            layout: Layout::new(""),
+            layout,
             permits: Arc::new(Semaphore::new(jobs.max(1))),
             jobs: jobs.max(1),
             part_size: part_size.max(5 * MIB),
             rt: tokio::runtime::Handle::current(),
         }
-    }
-
-    pub fn with_layout(mut self, layout: Layout) -> Self {
-        self.layout = layout;
-        self
     }
 
     /// Part size for a blob of at most `size_hint` bytes: grows so no upload needs more

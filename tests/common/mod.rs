@@ -1,0 +1,355 @@
+//! Shared test harness: runs the real `s3dock` binary against real stores — a temp
+//! directory, and the S3 servers `scripts/s3-servers.sh` started (s3s-fs, moto).
+#![allow(dead_code)]
+
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+pub fn expected(archive: &str) -> serde_json::Value {
+    let all: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("expected.json")).unwrap()).unwrap();
+    all["archives"][archive].clone()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// A peer the suite needs: missing is a failure when S3DOCK_REQUIRE_PEERS=1 (CI), else a skip.
+pub fn require(what: &str, available: bool) -> bool {
+    if !available {
+        if std::env::var("S3DOCK_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("{what} is required (S3DOCK_REQUIRE_PEERS=1) but not available: run scripts/test.sh");
+        }
+        eprintln!("SKIP: {what} not available (run the suite with scripts/test.sh)");
+    }
+    available
+}
+
+pub fn have_command(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A store to run s3dock against: its global flags, and where it lives.
+pub struct TestStore {
+    pub kind: &'static str,
+    pub args: Vec<String>,
+    /// Local directory for dir stores.
+    pub dir: Option<tempfile::TempDir>,
+    /// Bucket and prefix for S3 stores.
+    pub s3: Option<(String, String, String)>,
+}
+
+/// Short on purpose: s3s-fs 0.14 names a sidecar file after the base64 of the whole
+/// key, so keys over ~157 characters fail there with ENAMETOOLONG.
+fn unique() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+impl TestStore {
+    pub fn local() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        TestStore {
+            kind: "dir",
+            args: vec!["--store".into(), dir.path().to_string_lossy().into()],
+            dir: Some(dir),
+            s3: None,
+        }
+    }
+
+    /// `server` is "s3s" or "moto"; None (a skip) when the server is not running.
+    pub fn s3(server: &'static str) -> Option<TestStore> {
+        let var = if server == "s3s" {
+            "S3DOCK_TEST_S3S"
+        } else {
+            "S3DOCK_TEST_MOTO"
+        };
+        let endpoint = std::env::var(var).ok();
+        if !require(&format!("S3 server {server} ({var})"), endpoint.is_some()) {
+            return None;
+        }
+        let endpoint = endpoint.unwrap();
+        let bucket = std::env::var("S3DOCK_TEST_BUCKET").unwrap_or_else(|_| "s3dock-test".into());
+        let prefix = unique();
+        Some(TestStore {
+            kind: server,
+            args: vec![
+                "--store".into(),
+                format!("s3://{bucket}/{prefix}"),
+                "--endpoint".into(),
+                endpoint.clone(),
+            ],
+            dir: None,
+            s3: Some((endpoint, bucket, prefix)),
+        })
+    }
+
+    /// The local store and every S3 server that is up.
+    pub fn all() -> Vec<TestStore> {
+        let mut v = vec![TestStore::local()];
+        v.extend(TestStore::s3("s3s"));
+        v.extend(TestStore::s3("moto"));
+        v
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_s3dock"));
+        c.args(&self.args)
+            .env_remove("S3DOCK_STORE")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        c
+    }
+
+    /// Runs s3dock with `args`, stdin from `input` (a file) or empty.
+    pub fn run(&self, args: &[&str], input: Option<&Path>) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        c.stdin(match input {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        });
+        c.output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str], input: Option<&Path>) -> Output {
+        let out = self.run(args, input);
+        assert!(
+            out.status.success(),
+            "[{}] s3dock {args:?} failed: {}",
+            self.kind,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs and expects failure; returns stderr.
+    pub fn fails(&self, args: &[&str], input: Option<&Path>) -> String {
+        let out = self.run(args, input);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "[{}] s3dock {args:?} should have failed; stderr: {err}",
+            self.kind
+        );
+        assert!(
+            out.stdout.is_empty() || args.contains(&"pull"),
+            "[{}] failure wrote to stdout",
+            self.kind
+        );
+        assert!(
+            err.contains("s3dock: error: "),
+            "[{}] no error line in: {err}",
+            self.kind
+        );
+        assert_eq!(
+            err.trim_end()
+                .lines()
+                .filter(|l| l.starts_with("s3dock: error"))
+                .count(),
+            1
+        );
+        err
+    }
+
+    /// Pushes with `--json` and returns the summary.
+    pub fn push_json(&self, args: &[&str], input: Option<&Path>) -> serde_json::Value {
+        let mut a = vec!["push", "--json", "-q"];
+        a.extend_from_slice(args);
+        let out = self.ok(&a, input);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bad --json output ({e}): {:?}", out.stdout))
+    }
+
+    /// Pulls to bytes.
+    pub fn pull(&self, args: &[&str]) -> Vec<u8> {
+        let mut a = vec!["pull", "-q"];
+        a.extend_from_slice(args);
+        self.ok(&a, None).stdout
+    }
+
+    /// Every tag visible in the store (`repo:tag`) — what `docker pull` could see.
+    pub fn visible_tags(&self) -> Vec<String> {
+        let keys = self.keys();
+        let mut tags: Vec<String> = keys
+            .iter()
+            .filter_map(|k| {
+                let (_, rest) = k.split_once("docker/registry/v2/repositories/")?;
+                let (repo, tail) = rest.split_once("/_manifests/tags/")?;
+                let tag = tail.strip_suffix("/current/link")?;
+                Some(format!("{repo}:{tag}"))
+            })
+            .collect();
+        tags.sort();
+        tags
+    }
+
+    /// Every object key in the store, relative to the store root.
+    pub fn keys(&self) -> Vec<String> {
+        if let Some(d) = &self.dir {
+            let mut out = Vec::new();
+            let mut stack = vec![d.path().to_path_buf()];
+            while let Some(p) = stack.pop() {
+                for e in std::fs::read_dir(&p).unwrap() {
+                    let e = e.unwrap();
+                    if e.file_type().unwrap().is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        out.push(
+                            e.path()
+                                .strip_prefix(d.path())
+                                .unwrap()
+                                .to_string_lossy()
+                                .into_owned(),
+                        );
+                    }
+                }
+            }
+            out.sort();
+            return out;
+        }
+        let (endpoint, bucket, prefix) = self.s3.as_ref().unwrap();
+        s3_list(endpoint, bucket, prefix)
+    }
+}
+
+/// Lists keys under a prefix with the venv's boto3 (an independent S3 client).
+pub fn s3_list(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let script = format!(
+        "import boto3\nc=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
+         p=c.get_paginator('list_objects_v2')\n\
+         for page in p.paginate(Bucket='{bucket}',Prefix='{prefix}/'):\n    [print(o['Key'][len('{prefix}/'):]) for o in page.get('Contents',[])]\n"
+    );
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var("S3DOCK_TEST_VENV")
+        .or_else(|_| std::env::var("S3DOCK_VENV"))
+        .unwrap_or_else(|_| format!("{}/.cache/s3dock/moto-venv", std::env::var("HOME").unwrap()));
+    PathBuf::from(venv).join("bin/python")
+}
+
+/// What an archive holds, computed independently of s3dock: per image the tags,
+/// the config digest and the diff_ids of its layer files (decompressed and hashed).
+#[derive(Debug, PartialEq)]
+pub struct ArchiveSummary {
+    pub repo_tags: Vec<String>,
+    pub config_digest: String,
+    pub config_diff_ids: Vec<String>,
+    pub layer_diff_ids: Vec<String>,
+}
+
+pub fn summarize_archive(data: &[u8]) -> Vec<ArchiveSummary> {
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut ar = tar::Archive::new(data);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            files.insert(p, v);
+        }
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let cfg = &files[m["Config"].as_str().unwrap()];
+            let cfg_json: serde_json::Value = serde_json::from_slice(cfg).unwrap();
+            let layer_diff_ids = m["Layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    format!(
+                        "sha256:{}",
+                        sha256_hex(&decompress(&files[l.as_str().unwrap()]))
+                    )
+                })
+                .collect();
+            ArchiveSummary {
+                repo_tags: m["RepoTags"]
+                    .as_array()
+                    .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default(),
+                config_digest: format!("sha256:{}", sha256_hex(cfg)),
+                config_diff_ids: cfg_json["rootfs"]["diff_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap().to_string())
+                    .collect(),
+                layer_diff_ids,
+            }
+        })
+        .collect()
+}
+
+pub fn decompress(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if data.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::MultiGzDecoder::new(data)
+            .read_to_end(&mut out)
+            .unwrap();
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        out = zstd::decode_all(data).unwrap();
+    } else {
+        out = data.to_vec();
+    }
+    out
+}
+
+/// The layer media types in an archive's index.json-referenced manifest (first image).
+pub fn archive_layer_files(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut ar = tar::Archive::new(data);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).unwrap();
+        files.insert(p, v);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| files[l.as_str().unwrap()].clone())
+        .collect()
+}
