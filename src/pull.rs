@@ -375,21 +375,29 @@ async fn write_layers(
             written.push(out);
             continue;
         }
-        let diff = DiffIdHasher::new(layer.compression);
+        // An uncompressed layer's diff_id is its digest, which fetch_blob verifies.
+        let diff =
+            (layer.compression != Compression::None).then(|| DiffIdHasher::new(layer.compression));
         let first = seen.insert(layer.digest);
         if first {
             send(Cmd::Begin(layer.digest, layer.size))?;
         }
         fetch_blob(store, opts.cache.as_ref(), layer, stats, |b| {
             progress.inc(b.len() as u64);
-            diff.feed(b.clone());
+            if let Some(d) = &diff {
+                d.feed(b.clone());
+            }
             if first {
                 send(Cmd::Data(b))?;
             }
             Ok(())
         })
         .await?;
-        verify_diff_id(layer, &diff.finish()?)?;
+        let diff_id = match diff {
+            Some(d) => d.finish()?,
+            None => layer.digest,
+        };
+        verify_diff_id(layer, &diff_id)?;
         if first {
             send(Cmd::End(layer.size))?;
         }
