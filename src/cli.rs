@@ -3,14 +3,16 @@
 
 use crate::archive::Format;
 use crate::compress::Compression;
+use crate::config::{ArgSources, ConfigCommand};
 use crate::image::host_platform;
 use crate::pull::{pull, PullOptions};
 use crate::push::{push, PushOptions};
 use crate::reference::Reference;
+use crate::release;
 use crate::stats::{human_bytes, Stats};
 use crate::store::{Location, S3Options, Store, StoreConfig};
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -46,9 +48,13 @@ pub struct Global {
     /// Path-style S3 addressing [default: on with --endpoint, else off]
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
     pub path_style: Option<bool>,
+    /// s3dock profile from the config file (~/.config/s3dock/config.toml); with no
+    /// config file, taken as the AWS profile
+    #[arg(long, global = true, env = "S3DOCK_PROFILE")]
+    pub profile: Option<String>,
     /// AWS shared-config profile for credentials and region
     #[arg(long, global = true, env = "AWS_PROFILE")]
-    pub profile: Option<String>,
+    pub aws_profile: Option<String>,
     /// Server-side encryption: AES256 or aws:kms
     #[arg(long, global = true, value_parser = ["AES256", "aws:kms"])]
     pub sse: Option<String>,
@@ -60,18 +66,12 @@ pub struct Global {
     /// Use S3 Transfer Acceleration
     #[arg(long, global = true)]
     pub accelerate: bool,
-    /// Concurrent part uploads / ranged downloads
-    #[arg(
-        long,
-        short = 'j',
-        global = true,
-        default_value_t = 4,
-        env = "S3DOCK_JOBS"
-    )]
-    pub jobs: usize,
-    /// Multipart part size (and download chunk size), e.g. 16MiB; grows for huge blobs
-    #[arg(long, global = true, default_value = "16MiB", value_parser = parse_size)]
-    pub part_size: u64,
+    /// Concurrent part uploads / ranged downloads [default: 4]
+    #[arg(long, short = 'j', global = true, env = "S3DOCK_JOBS")]
+    pub jobs: Option<usize>,
+    /// Multipart part size (and download chunk size), e.g. 16MiB; grows for huge blobs [default: 16MiB]
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub part_size: Option<u64>,
     /// Attempts per S3 request, with exponential backoff and jitter
     #[arg(long, global = true, default_value_t = 5)]
     pub retries: u32,
@@ -84,7 +84,19 @@ pub struct Global {
     /// More logging on stderr (-v, -vv)
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Who the audit trail names [default: git user, else user@host]
+    #[arg(long, global = true, env = "S3DOCK_ACTOR")]
+    pub actor: Option<String>,
+    /// Push compression from the selected profile (set by `config::apply`).
+    #[arg(skip)]
+    pub profile_compression: Option<Compression>,
+    /// Builder from the selected profile (set by `config::apply`).
+    #[arg(skip)]
+    pub profile_builder: Option<String>,
 }
+
+pub const DEFAULT_JOBS: usize = 4;
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -94,6 +106,34 @@ pub enum Command {
     Pull(PullArgs),
     /// List the tags of a repository
     Tags { name: String },
+    /// Remove temporary objects and incomplete multipart uploads left by interrupted pushes
+    Cleanup {
+        /// Only what is older than this, so running pushes are left alone (e.g. 30m, 2h, 0s)
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Only report what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Build an image from a clean git tree, tagged APP:{YYYYMMDD-HHMM}-{commit} (--push to push it)
+    Build(release::BuildArgs),
+    /// Print the git-stable tag of the current commit, for other build tools
+    Stamp(release::StampArgs),
+    /// Give an image a semantic version: s3dock tag APP:TAG v1.2.0
+    Tag(release::TagArgs),
+    /// Point an environment at an image tag or version: s3dock promote APP:TAG ENV
+    Promote(release::PromoteArgs),
+    /// Print the image an environment runs: APP:TAG
+    Current(release::CurrentArgs),
+    /// List apps, or one app's images, versions and environments
+    List(release::ListArgs),
+    /// Show an app's audit trail, newest first
+    History(release::HistoryArgs),
+    /// Manage configuration profiles
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -103,8 +143,9 @@ pub struct PushArgs {
     /// Archive to read; - or absent means stdin
     #[arg(long, short)]
     pub input: Option<PathBuf>,
-    #[arg(long, default_value = "gzip")]
-    pub compression: Compression,
+    /// Layer compression: gzip, zstd or none [default: gzip, or the profile's]
+    #[arg(long, env = "S3DOCK_COMPRESSION")]
+    pub compression: Option<Compression>,
     /// Compression level [default: gzip 1, zstd 3]
     #[arg(long)]
     pub level: Option<i32>,
@@ -114,12 +155,17 @@ pub struct PushArgs {
     /// Do not use the store's diff_id index to skip layers already stored
     #[arg(long)]
     pub no_index: bool,
+    /// Refuse to replace a tag that already exists
+    #[arg(long)]
+    pub no_clobber: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
-    /// name[:tag] or name@sha256:<digest>, or s3://bucket/name[:tag]
+    /// name[:tag] or name@sha256:<digest>, or s3://bucket/name[:tag]; or APP with NAME
     pub reference: String,
+    /// An environment, version or tag of the app: s3dock pull myapp production
+    pub name: Option<String>,
     /// Write to FILE (atomically) instead of stdout
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -140,7 +186,23 @@ pub struct PullArgs {
     pub decompress: bool,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 30m, 2h, 1d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -165,7 +227,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-fn default_store() -> String {
+pub fn default_store() -> String {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
@@ -188,7 +250,7 @@ fn split_store_ref(g: &Global, r: &str) -> Result<(Option<String>, String)> {
 }
 
 impl Global {
-    fn store_config(&self, store: Option<String>) -> Result<StoreConfig> {
+    pub fn store_config(&self, store: Option<String>) -> Result<StoreConfig> {
         let url = store
             .or_else(|| self.store.clone())
             .unwrap_or_else(default_store);
@@ -212,7 +274,7 @@ impl Global {
             s3: S3Options {
                 endpoint: self.endpoint.clone(),
                 region: self.region.clone(),
-                profile: self.profile.clone(),
+                profile: self.aws_profile.clone(),
                 path_style: self.path_style.unwrap_or(self.endpoint.is_some()),
                 accelerate: self.accelerate,
                 sse: self.sse.clone(),
@@ -220,18 +282,20 @@ impl Global {
                 storage_class: self.storage_class.clone(),
                 max_attempts: self.retries,
             },
-            jobs: self.jobs,
-            part_size: self.part_size,
+            jobs: self.jobs.unwrap_or(DEFAULT_JOBS),
+            part_size: self.part_size.unwrap_or(DEFAULT_PART_SIZE),
         })
     }
 
-    fn show_progress(&self) -> bool {
+    pub fn show_progress(&self) -> bool {
         !self.quiet && std::io::stderr().is_terminal()
     }
 }
 
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sources = ArgSources::from_matches(&matches);
     let filter = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
         (_, 0) => "warn",
@@ -251,12 +315,36 @@ pub fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("s3dock: error: {}", one_line(&e));
-            std::process::ExitCode::FAILURE
+    let code = rt.block_on(async {
+        tokio::select! {
+            r = run(cli, sources) => match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("s3dock: error: {}", one_line(&e));
+                    1
+                }
+            },
+            (name, code) = interrupted() => {
+                // The work future is dropped here; then clean up what it had in flight.
+                let n = crate::store::inflight::abort_all().await;
+                eprintln!("s3dock: error: interrupted by {name}: aborted {n} upload(s) in flight; no tag was changed by the unfinished work");
+                code
+            }
         }
+    });
+    // Blocking threads (archive readers) may be parked on a pipe; don't wait for them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::ExitCode::from(code)
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name and the shell's exit code for it.
+async fn interrupted() -> (&'static str, u8) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = int.recv() => ("SIGINT", 130),
+        _ = term.recv() => ("SIGTERM", 143),
     }
 }
 
@@ -272,11 +360,35 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let g = cli.global;
+async fn run(cli: Cli, sources: ArgSources) -> Result<()> {
+    let mut g = cli.global;
+    if let Command::Config { command } = cli.command {
+        return crate::config::run(command, g, &sources);
+    }
+    crate::config::apply(&mut g, &sources)?;
     match cli.command {
         Command::Push(a) => run_push(&g, a).await,
         Command::Pull(a) => run_pull(&g, a).await,
+        Command::Cleanup {
+            older_than,
+            dry_run,
+        } => {
+            let store = Store::open(&g.store_config(None)?).await?;
+            let r = crate::store::cleanup::cleanup(&store, older_than, dry_run).await?;
+            if g.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            if !g.quiet {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                eprintln!(
+                    "{verb} {} temporary object(s) ({}) and {} incomplete upload(s)",
+                    r.temp_objects,
+                    human_bytes(r.temp_bytes),
+                    r.incomplete_uploads
+                );
+            }
+            Ok(())
+        }
         Command::Tags { name } => {
             let (store_url, name) = split_store_ref(&g, &name)?;
             let store = Store::open(&g.store_config(store_url)?).await?;
@@ -291,6 +403,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Build(a) => release::build(&g, a).await,
+        Command::Stamp(a) => release::stamp(a),
+        Command::Tag(a) => release::tag(&release::Ctx::open(&g).await?, a).await,
+        Command::Promote(a) => release::promote(&release::Ctx::open(&g).await?, a).await,
+        Command::Current(a) => release::current(&release::Ctx::open_read(&g).await?, a).await,
+        Command::List(a) => release::list(&release::Ctx::open_read(&g).await?, a).await,
+        Command::History(a) => release::history(&release::Ctx::open_read(&g).await?, a).await,
+        Command::Config { .. } => unreachable!("handled above"),
     }
 }
 
@@ -313,9 +433,17 @@ async fn run_push(g: &Global, a: PushArgs) -> Result<()> {
         }
     };
     let store = Store::open(&g.store_config(store_url)?).await?;
+    if let Some(r) = &reference {
+        release::check_push_target(&store, r, a.no_clobber).await?;
+    } else if a.no_clobber {
+        bail!("--no-clobber needs the target reference: s3dock push --no-clobber myapp:TAG");
+    }
     let stats = Arc::new(Stats::default());
     let opts = PushOptions {
-        compression: a.compression,
+        compression: a
+            .compression
+            .or(g.profile_compression)
+            .unwrap_or(Compression::Gzip),
         level: a.level,
         platform: a.platform.unwrap_or_else(host_platform),
         use_index: !a.no_index,
@@ -331,10 +459,13 @@ async fn run_push(g: &Global, a: PushArgs) -> Result<()> {
         g.show_progress(),
     )
     .await?;
+    let ctx = release::Ctx::for_store(g, store.clone()).await;
+    let recorded = release::record_push(&ctx, &pushed, None).await?;
     let secs = start.elapsed().as_secs_f64();
     let read = stats.bytes_read.load(Ordering::Relaxed);
     let summary = serde_json::json!({
         "images": pushed,
+        "recorded": recorded,
         "layers": stats.layers.load(Ordering::Relaxed),
         "bytes_read": read,
         "bytes_uploaded": stats.bytes_uploaded.load(Ordering::Relaxed),
@@ -349,6 +480,7 @@ async fn run_push(g: &Global, a: PushArgs) -> Result<()> {
         for p in &pushed {
             eprintln!("pushed {} {}", p.reference, p.manifest_digest);
         }
+        release::report_push(&ctx, &recorded);
         eprintln!(
             "{} layers, read {}, uploaded {}, {} blobs skipped, {:.1}s, {}/s",
             summary["layers"],
@@ -378,6 +510,19 @@ async fn run_pull(g: &Global, a: PullArgs) -> Result<()> {
         bail!("refusing to write an image archive to a terminal: pipe it (| docker load) or use -o FILE");
     }
     let store = Store::open(&g.store_config(store_url)?).await?;
+    // `pull APP NAME`: an environment, version or tag of the app.
+    let r = match &a.name {
+        Some(n) => {
+            if r.tag.is_some() || r.digest.is_some() {
+                bail!(
+                    "with a second argument, the first names the app only: s3dock pull {} {n}",
+                    r.name
+                );
+            }
+            release::resolve_for_pull(&store, &r.name, n).await?
+        }
+        None => r,
+    };
     let opts = PullOptions {
         format: a.format,
         tag: a.tag.as_deref().map(Reference::parse).transpose()?,

@@ -231,7 +231,15 @@ pub struct Decompressed {
 struct ChannelReader {
     rx: std::sync::mpsc::Receiver<bytes::Bytes>,
     cur: bytes::Bytes,
+    /// Compressed bytes handed to the decoder so far.
+    consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Decompressed output may exceed the compressed input by this factor (past
+/// MIN_BOMB_CHECK) before the stream is refused as a decompression bomb. Real
+/// layers rarely pass 20:1; gzip's own ceiling is about 1032:1.
+pub const MAX_RATIO: u64 = 200;
+const MIN_BOMB_CHECK: u64 = 256 << 20;
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -244,6 +252,8 @@ impl Read for ChannelReader {
         let n = buf.len().min(self.cur.len());
         buf[..n].copy_from_slice(&self.cur[..n]);
         bytes::Buf::advance(&mut self.cur, n);
+        self.consumed
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -261,13 +271,13 @@ impl DiffIdHasher {
             Compression::Zstd => Detected::Zstd,
         };
         let join = std::thread::spawn(move || -> Result<Decompressed> {
-            let mut r = decompressing_reader(
-                kind,
-                ChannelReader {
-                    rx,
-                    cur: bytes::Bytes::new(),
-                },
-            )?;
+            let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let input = ChannelReader {
+                rx,
+                cur: bytes::Bytes::new(),
+                consumed: consumed.clone(),
+            };
+            let mut r = decompressing_reader(kind, input)?;
             let mut h = crate::digest::Hasher::new();
             let mut buf = vec![0u8; 1 << 20];
             loop {
@@ -276,6 +286,13 @@ impl DiffIdHasher {
                     break;
                 }
                 h.update(&buf[..n]);
+                let used = consumed.load(std::sync::atomic::Ordering::Relaxed);
+                if h.len() > MIN_BOMB_CHECK && h.len() > used.saturating_mul(MAX_RATIO) {
+                    bail!(
+                        "layer expands more than {MAX_RATIO}:1 when decompressed ({} bytes from {used}): refusing it as a decompression bomb",
+                        h.len()
+                    );
+                }
                 if let Some(f) = &mut spool {
                     f.write_all(&buf[..n])?;
                 }

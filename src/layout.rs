@@ -104,6 +104,75 @@ impl Layout {
     pub fn temp_prefix(&self) -> String {
         self.join("s3dock/tmp/")
     }
+
+    /// Every key of this store starts with this (empty for a store at the bucket root).
+    pub fn root_prefix(&self) -> String {
+        self.join("")
+    }
+
+    // --- Release records (issue 6): one JSON document per object, all under `s3dock/`. ---
+
+    /// Every app's records: `s3dock/apps/{app}/...` (the app is a repository path).
+    pub fn apps_prefix(&self) -> String {
+        self.join("s3dock/apps/")
+    }
+
+    /// The app a key under [`Layout::apps_prefix`] belongs to (`team/app` from
+    /// `s3dock/apps/team/app/_images/x.json`): everything before the first `_`-component,
+    /// which repository names can never contain.
+    pub fn app_of_record_key(&self, key: &str) -> Option<String> {
+        let rest = key.strip_prefix(&self.apps_prefix())?;
+        let i = rest.find("/_")?;
+        Some(rest[..i].to_string())
+    }
+
+    /// `s3dock/apps/{app}/`: the app's records (images, versions, environments).
+    pub fn app_prefix(&self, app: &str) -> String {
+        self.join(&format!("s3dock/apps/{app}/"))
+    }
+
+    /// Metadata of a pushed image tag (digests, sizes, git, who pushed, archived content).
+    pub fn image_record(&self, app: &str, tag: &str) -> String {
+        self.join(&format!("s3dock/apps/{app}/_images/{tag}.json"))
+    }
+
+    pub fn image_records_prefix(&self, app: &str) -> String {
+        self.join(&format!("s3dock/apps/{app}/_images/"))
+    }
+
+    /// A version (semver) tag: which image tag and digest it names, and its moves.
+    pub fn version_record(&self, app: &str, version: &str) -> String {
+        self.join(&format!("s3dock/apps/{app}/_versions/{version}.json"))
+    }
+
+    pub fn version_records_prefix(&self, app: &str) -> String {
+        self.join(&format!("s3dock/apps/{app}/_versions/"))
+    }
+
+    /// An environment pointer (written with conditional writes only).
+    pub fn env_record(&self, app: &str, env: &str) -> String {
+        self.join(&format!("s3dock/apps/{app}/_envs/{env}.json"))
+    }
+
+    pub fn env_records_prefix(&self, app: &str) -> String {
+        self.join(&format!("s3dock/apps/{app}/_envs/"))
+    }
+
+    /// `s3dock/audit/{app}/`: one folder per month below it.
+    pub fn audit_prefix(&self, app: &str) -> String {
+        self.join(&format!("s3dock/audit/{app}/"))
+    }
+
+    /// `s3dock/audit/{app}/{YYYYMM}/`.
+    pub fn audit_month_prefix(&self, app: &str, yyyymm: &str) -> String {
+        self.join(&format!("s3dock/audit/{app}/{yyyymm}/"))
+    }
+
+    /// An immutable audit event: `s3dock/audit/{app}/{YYYYMM}/{stem}.json`, where the stem
+    /// is `{YYYYMMDD-HHMMSS}-{event}-{githash}` (plus `-{n}` if that second is taken).
+    pub fn audit_event(&self, app: &str, stem: &str) -> String {
+        self.join(&format!("s3dock/audit/{app}/{}/{stem}.json", &stem[..6]))
+    }
 }
 
 /// A link file body: the digest string, 71 bytes, no newline (the registry rejects one).
@@ -130,6 +199,18 @@ mod tests {
             "registry/docker/registry/v2/repositories/team/app/_manifests/tags/v1.0/current/link"
         );
         assert_eq!(link_body(&d).len(), 71);
+        assert_eq!(
+            l.audit_event("team/app", "20250721-211800-promote-f7a5a27"),
+            "registry/s3dock/audit/team/app/202507/20250721-211800-promote-f7a5a27.json"
+        );
+        assert_eq!(
+            l.env_record("team/app", "production"),
+            "registry/s3dock/apps/team/app/_envs/production.json"
+        );
+        assert_eq!(
+            l.app_of_record_key(&l.image_record("team/app", "v1")),
+            Some("team/app".to_string())
+        );
         assert_eq!(
             Layout::new("").layer_link("a", &d),
             format!("docker/registry/v2/repositories/a/_layers/sha256/{h}/link")

@@ -473,3 +473,47 @@ fn bucket_in_reference_and_root_dir() {
         "{keys:?}"
     );
 }
+
+#[test]
+fn sse_and_storage_class_reach_s3() {
+    let Some(store) = TestStore::s3("moto") else {
+        return;
+    };
+    let (endpoint, bucket, prefix) = store.s3.clone().unwrap();
+    let mut c = store.cmd();
+    c.args([
+        "--sse",
+        "AES256",
+        "--storage-class",
+        "STANDARD_IA",
+        "--part-size",
+        "5MiB",
+        "push",
+        "-q",
+        "--compression",
+        "none",
+        HELLO,
+    ]);
+    c.stdin(std::fs::File::open(fixture("docker-legacy.tar")).unwrap());
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let blob = s3_list(&endpoint, &bucket, &prefix)
+        .into_iter()
+        .find(|k| k.ends_with("/data"))
+        .unwrap();
+    let script = format!(
+        "import boto3\nc=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
+         h=c.head_object(Bucket='{bucket}',Key='{prefix}/{blob}')\nprint(h.get('ServerSideEncryption'), h.get('StorageClass'))"
+    );
+    let out = std::process::Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "AES256 STANDARD_IA",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

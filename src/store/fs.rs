@@ -15,7 +15,7 @@ pub struct FsDriver {
 }
 
 /// Temp files live beside the layout, on the same filesystem so renames are atomic.
-const TMP_DIR: &str = ".s3dock-tmp";
+pub(super) const TMP_DIR: &str = ".s3dock-tmp";
 
 impl FsDriver {
     pub fn new(root: PathBuf) -> Self {
@@ -108,6 +108,61 @@ impl FsDriver {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e).with_context(|| format!("cannot create {}", dst.display())),
         }
+    }
+
+    /// The object and an etag (the sha256 of its content, which is what the
+    /// conditional write below compares).
+    pub async fn get_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        Ok(self.get(key).await?.map(|b| {
+            let etag = crate::digest::Digest::of(&b).hex();
+            (b, etag)
+        }))
+    }
+
+    /// Replaces `key` only if its content still hashes to `etag`; false if it does not
+    /// (or the key is gone). An exclusive `flock` on the key's directory makes the
+    /// compare-and-rename atomic among writers (and leaves no lock files behind);
+    /// readers see old or new content, as the rename is atomic.
+    pub async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<bool> {
+        let dst = self.path(key)?;
+        let dir = dst
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let tmp = self.temp_path()?;
+        let etag = etag.to_string();
+        tokio::task::spawn_blocking(move || -> Result<bool> {
+            use std::os::fd::AsRawFd;
+            let lock = match std::fs::File::open(&dir) {
+                Ok(f) => f,
+                Err(e) if is_not_found(&e) => return Ok(false),
+                Err(e) => return Err(e).with_context(|| format!("cannot open {}", dir.display())),
+            };
+            // SAFETY: flock on a descriptor we own; the lock goes when `lock` is closed.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("cannot lock {}", dir.display()));
+            }
+            let current = match std::fs::read(&dst) {
+                Ok(v) => Some(crate::digest::Digest::of(&v).hex()),
+                Err(e) if is_not_found(&e) => None,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", dst.display())),
+            };
+            if current.as_deref() != Some(etag.as_str()) {
+                return Ok(false);
+            }
+            std::fs::write(&tmp, &data)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            let moved = std::fs::rename(&tmp, &dst)
+                .with_context(|| format!("cannot move {} to {}", tmp.display(), dst.display()));
+            if moved.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            moved?;
+            drop(lock);
+            Ok(true)
+        })
+        .await?
     }
 
     /// A multipart upload here is a temp file written at part offsets; the id is its path.

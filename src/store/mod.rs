@@ -1,7 +1,9 @@
 //! Stores: a tiny driver interface (local directory or S3) under the registry
 //! layout. Everything above this module speaks in digests, repos and tags.
 
+pub mod cleanup;
 mod fs;
+pub mod inflight;
 mod s3;
 mod upload;
 
@@ -111,6 +113,14 @@ impl Driver {
     }
     pub async fn delete(&self, key: &str) -> Result<()> {
         each!(self, d => d.delete(key).await)
+    }
+    /// The object and an opaque version tag for [`Driver::put_if_match`].
+    pub async fn get_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        each!(self, d => d.get_with_etag(key).await)
+    }
+    /// Replaces `key` only if it is still at version `etag`; false on a conflict.
+    pub async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<bool> {
+        each!(self, d => d.put_if_match(key, data, etag).await)
     }
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         each!(self, d => d.list(prefix).await)
@@ -331,6 +341,35 @@ impl Store {
         self.driver
             .put(key, serde_json::to_vec_pretty(v)?.into())
             .await
+    }
+
+    /// A JSON document and its etag, for a compare-and-swap with [`Store::put_json_if`].
+    pub async fn get_json_with_etag<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, String)>> {
+        match self.driver.get_with_etag(key).await? {
+            None => Ok(None),
+            Some((b, etag)) => Ok(Some((
+                serde_json::from_slice(&b).with_context(|| format!("{key} is not valid JSON"))?,
+                etag,
+            ))),
+        }
+    }
+
+    /// Conditional write: create when `etag` is None (the key must not exist), else
+    /// replace only if the key is still at `etag`. False when another writer won.
+    pub async fn put_json_if<T: serde::Serialize>(
+        &self,
+        key: &str,
+        v: &T,
+        etag: Option<&str>,
+    ) -> Result<bool> {
+        let data: Bytes = serde_json::to_vec_pretty(v)?.into();
+        match etag {
+            None => self.driver.put_if_absent(key, data).await,
+            Some(e) => self.driver.put_if_match(key, data, e).await,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ const COPY_PART: u64 = 512 << 20;
 #[derive(Debug)]
 pub struct S3Driver {
     client: Client,
+    sdk: Box<aws_config::SdkConfig>,
     pub bucket: String,
     opts: S3Options,
 }
@@ -126,6 +127,7 @@ impl S3Driver {
         }
         Ok(S3Driver {
             client: Client::from_conf(b.build()),
+            sdk: Box::new(sdk),
             bucket: bucket.to_string(),
             opts: opts.clone(),
         })
@@ -251,6 +253,80 @@ impl S3Driver {
             }
             Err(e) => Err(err("PutObject", key, e)),
         }
+    }
+
+    /// The object and its ETag, for a later [`S3Driver::put_if_match`].
+    pub async fn get_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag.clone().ok_or_else(|| {
+                    anyhow!(
+                        "S3 GetObject of {key:?} returned no ETag, needed for conditional writes"
+                    )
+                })?;
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| body_err("GetObject", key, e))?
+                    .into_bytes();
+                Ok(Some((body, etag)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(err("GetObject", key, e)),
+        }
+    }
+
+    /// Conditional replace (`If-Match: etag`); false when the object changed since it
+    /// was read (412, or 409 for a concurrent conditional write) or is gone (404).
+    pub async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<bool> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag)
+            .body(ByteStream::from(data));
+        if let Some(s) = &self.opts.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
+        }
+        if let Some(k) = &self.opts.sse_kms_key_id {
+            req = req.ssekms_key_id(k);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed")
+                        | Some("ConditionalRequestConflict")
+                        | Some("NoSuchKey")
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409 | 404)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err("PutObject", key, e)),
+        }
+    }
+
+    /// The SDK settings the S3 client was built from (credentials, region), and the
+    /// custom endpoint if any: for other AWS calls such as STS GetCallerIdentity.
+    pub fn sdk_config(&self) -> (&aws_config::SdkConfig, Option<&str>) {
+        (&self.sdk, self.opts.endpoint.as_deref())
     }
 
     pub async fn create_upload(&self, key: &str) -> Result<String> {

@@ -5,7 +5,7 @@
 //! is completed only after the digest matches; otherwise it lands under a temp key
 //! and is moved once the digest is known. Blobs of one part are a single PUT.
 
-use super::{Driver, PartTag};
+use super::{inflight, Driver, PartTag};
 use crate::digest::Digest;
 use crate::layout::Layout;
 use anyhow::{bail, Context, Result};
@@ -149,6 +149,7 @@ struct Multipart {
     key: String,
     id: String,
     parts: Vec<JoinHandle<Result<PartTag>>>,
+    _tracked: inflight::Guard,
 }
 
 impl Task {
@@ -170,10 +171,12 @@ impl Task {
                         }
                         if mp.is_none() {
                             let id = driver.create_upload(&key).await?;
+                            let _tracked = inflight::track(&driver, &key, Some(&id));
                             mp = Some(Multipart {
                                 key: key.clone(),
                                 id,
                                 parts: Vec::new(),
+                                _tracked,
                             });
                             let f = first.take().expect("first part");
                             self.spawn_part(mp.as_mut().unwrap(), f).await;
@@ -262,6 +265,9 @@ impl Task {
             return Err(e);
         }
         driver.complete_upload(&m.key, &m.id, &tags).await?;
+        // From here the upload is a temp object (if not at its final key): delete it on a signal.
+        drop(m._tracked);
+        let _temp = (m.key != final_key).then(|| inflight::track(driver, &m.key, None));
         if m.key != final_key {
             if driver.stat(&final_key).await?.is_some() {
                 driver.delete(&m.key).await?;

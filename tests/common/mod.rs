@@ -353,3 +353,109 @@ pub fn archive_layer_files(data: &[u8]) -> Vec<Vec<u8>> {
         .map(|l| files[l.as_str().unwrap()].clone())
         .collect()
 }
+
+// --- Generated archives (streamed, never held in memory) ---
+
+/// One generated layer: a layer tar of exactly `size` bytes (a multiple of 512, at
+/// least 1536) holding one file whose content comes from `seed`. The same size and
+/// seed give the same layer (and v1 ID), so images can share layers.
+#[derive(Clone, Copy, Debug)]
+pub struct GenLayer {
+    pub size: u64,
+    pub seed: u64,
+}
+
+/// Semi-compressible bytes, cheap to make: text-like runs with pseudo-random words.
+pub fn gen_chunk(i: u64, buf: &mut [u8]) {
+    let mut x = i.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    for w in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = if x.is_multiple_of(4) {
+            x.to_le_bytes()
+        } else {
+            *b"layer.. "
+        };
+        w.copy_from_slice(&v[..w.len()]);
+    }
+}
+
+pub fn tar_header(path: &str, size: u64) -> [u8; 512] {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path).unwrap();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    *h.as_bytes()
+}
+
+/// Streams a legacy docker-save archive (`<v1id>/layer.tar` per layer, then the config
+/// and `manifest.json`) tagged `repo_tag` into `out`. The config names the tag, so two
+/// images with the same layers still differ. Write errors (a killed reader) are returned.
+pub fn write_generated_archive(
+    out: &mut dyn std::io::Write,
+    layers: &[GenLayer],
+    repo_tag: &str,
+) -> std::io::Result<()> {
+    let mut diff_ids = Vec::new();
+    let mut paths = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for l in layers {
+        assert!(
+            l.size % 512 == 0 && l.size >= 1536,
+            "bad generated layer size"
+        );
+        let v1 = sha256_hex(format!("v1:{}:{}", l.seed, l.size).as_bytes());
+        let path = format!("{v1}/layer.tar");
+        out.write_all(&tar_header(&path, l.size))?;
+        let inner_size = l.size - 1536; // one file in the layer tar, then the two end blocks
+        let mut h = Sha256::new();
+        let head = tar_header("big.bin", inner_size);
+        h.update(head);
+        out.write_all(&head)?;
+        let mut left = inner_size;
+        let mut i = 0;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            gen_chunk(
+                l.seed.wrapping_mul(1_000_003).wrapping_add(i),
+                &mut buf[..n],
+            );
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+            i += 1;
+        }
+        h.update([0u8; 1024]);
+        out.write_all(&[0u8; 1024])?;
+        diff_ids.push(format!("sha256:{}", hex::encode(h.finalize())));
+        paths.push(path);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Labels": {"generated-for": repo_tag}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let cfg_hex = sha256_hex(&config);
+    let mut file = |name: &str, data: &[u8]| -> std::io::Result<()> {
+        out.write_all(&tar_header(name, data.len() as u64))?;
+        out.write_all(data)?;
+        out.write_all(&vec![0u8; (512 - data.len() % 512) % 512])
+    };
+    file(&format!("{cfg_hex}.json"), &config)?;
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": format!("{cfg_hex}.json"), "RepoTags": [repo_tag], "Layers": paths,
+    }]))
+    .unwrap();
+    file("manifest.json", &manifest)?;
+    out.write_all(&[0u8; 1024])
+}
+
+/// Writes a generated archive (see [`write_generated_archive`]) to `path`.
+pub fn generate_archive_file(path: &Path, layers: &[GenLayer], repo_tag: &str) {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    write_generated_archive(&mut f, layers, repo_tag).unwrap();
+    std::io::Write::flush(&mut f).unwrap();
+}
