@@ -306,14 +306,47 @@ impl Store {
             .await
     }
 
-    /// Points a tag at a manifest: the history `index` link first, `current` last (the commit point).
+    /// Points a tag at a manifest: the history `index` link first, `current` last (the
+    /// commit point). `current` is replaced by compare-and-swap, so with concurrent
+    /// writers each learns the value it really replaced; returns that previous digest.
     pub async fn set_tag(&self, repo: &str, tag: &str, d: &Digest) -> Result<Option<Digest>> {
         let current = self.layout.tag_current(repo, tag);
-        let previous = self.read_link(&current).await?;
         self.write_link(&self.layout.tag_index(repo, tag, d), d)
             .await?;
-        self.write_link(&current, d).await?;
-        Ok(previous)
+        let body = Bytes::from(link_body(d));
+        for attempt in 0..16u32 {
+            let swapped = match self.driver.get_with_etag(&current).await? {
+                None => (
+                    None,
+                    self.driver.put_if_absent(&current, body.clone()).await?,
+                ),
+                Some((old, etag)) => {
+                    let prev = std::str::from_utf8(&old)
+                        .ok()
+                        .and_then(|s| s.parse::<Digest>().ok())
+                        .with_context(|| format!("link {current} is malformed"))?;
+                    if prev == *d {
+                        return Ok(Some(prev));
+                    }
+                    (
+                        Some(prev),
+                        self.driver
+                            .put_if_match(&current, body.clone(), &etag)
+                            .await?,
+                    )
+                }
+            };
+            if let (previous, true) = swapped {
+                return Ok(previous);
+            }
+            // Another writer moved the tag between our read and write: read again.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8);
+            tokio::time::sleep(std::time::Duration::from_millis(
+                10 * u64::from(attempt + 1) + jitter,
+            ))
+            .await;
+        }
+        bail!("tag {repo}:{tag} kept changing under concurrent updates; try again")
     }
 
     pub async fn tag_target(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
