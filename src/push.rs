@@ -407,7 +407,9 @@ pub async fn push<R: Read + Send + 'static>(
     record_index(store, &sink.fresh).await?;
     let mut pushed = Vec::new();
     for (i, r) in targets(&images, reference.as_ref())? {
-        pushed.push(commit_image(store, &images[i].config, &images[i].layers, &r).await?);
+        let img = &images[i];
+        pushed
+            .push(commit_image(store, &img.config, &img.layers, img.manifest.as_ref(), &r).await?);
     }
     Ok(pushed)
 }
@@ -436,11 +438,29 @@ async fn record_index(store: &Store, fresh: &[(Layer, Option<String>)]) -> Resul
     Ok(())
 }
 
+/// Whether a producer's manifest describes exactly this config and these stored layers.
+fn describes(manifest: &[u8], config: &Config, layers: &[Layer]) -> bool {
+    let Ok(crate::image::Document::Manifest(m)) = crate::image::parse_document(manifest) else {
+        return false;
+    };
+    let same = |d: &oci_spec::image::Descriptor, digest: &Digest, size: u64| {
+        crate::image::our_digest(d.digest()).ok() == Some(*digest) && d.size() == size
+    };
+    same(m.config(), &config.digest, config.bytes.len() as u64)
+        && m.layers().len() == layers.len()
+        && m.layers().iter().zip(layers).all(|(d, l)| {
+            same(d, &l.digest, l.size)
+                && crate::image::layer_compression(d.media_type().as_ref()).ok()
+                    == Some(l.compression)
+        })
+}
+
 /// Stores config and manifest, links everything into the repository, then moves the tag.
 pub async fn commit_image(
     store: &Store,
     config: &Config,
     layers: &[SunkLayer<Layer>],
+    source_manifest: Option<&Bytes>,
     r: &Reference,
 ) -> Result<PushedImage> {
     let layers: Vec<Layer> = layers.iter().map(|l| l.out.clone()).collect();
@@ -453,7 +473,10 @@ pub async fn commit_image(
     store
         .put_small_blob(&config.digest, config.bytes.clone())
         .await?;
-    let manifest = build_manifest(config, &layers)?;
+    let manifest = match source_manifest.filter(|m| describes(m, config, &layers)) {
+        Some(m) => m.clone(),
+        None => build_manifest(config, &layers)?,
+    };
     let md = Digest::of(&manifest);
     store.put_small_blob(&md, manifest).await?;
     let repo = &r.name;

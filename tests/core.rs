@@ -517,3 +517,32 @@ fn sse_and_storage_class_reach_s3() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// When the stored layers are exactly the producer's, its manifest bytes are kept, so
+/// `name@sha256:<M>` means the same image before and after the push.
+#[test]
+fn producer_manifest_digest_is_kept_when_layers_are_stored_as_is() {
+    for store in TestStore::all() {
+        for (archive, args) in [
+            ("docker25.tar", vec!["--compression", "none"]),
+            ("oci-archive.tar", vec![]),
+        ] {
+            let want = expected(archive)["images"][0]["Manifest"]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let path = fixture(archive);
+            let mut a = vec!["-i", path.to_str().unwrap(), "keep/app:1"];
+            a.extend(args);
+            let s = store.push_json(&a, None);
+            assert_eq!(
+                s["images"][0]["manifest_digest"],
+                want.as_str(),
+                "[{}] {archive}",
+                store.kind
+            );
+            let by_digest = summarize_archive(&store.pull(&[&format!("keep/app@{want}")]));
+            assert_eq!(by_digest[0].layer_diff_ids, by_digest[0].config_diff_ids);
+        }
+    }
+}

@@ -51,6 +51,9 @@ pub struct ArchiveImage<T> {
     pub ref_names: Vec<String>,
     pub config: Config,
     pub layers: Vec<SunkLayer<T>>,
+    /// The producer's own manifest for this image, when the archive has one; a push
+    /// reuses its exact bytes (and so its digest) when it stores the same layers.
+    pub manifest: Option<Bytes>,
 }
 
 /// Metadata files are small; this caps what a hostile archive can make us buffer.
@@ -414,11 +417,13 @@ fn resolve<S: LayerSink>(
                         .map_or(config.digest.to_string(), |t| t.clone())
                 ),
             )?;
+            let manifest = docker25_manifest(c, &config.digest);
             out.push(ArchiveImage {
                 names: tags,
                 ref_names: Vec::new(),
                 config,
                 layers,
+                manifest,
             });
         }
         return Ok(out);
@@ -486,12 +491,31 @@ fn resolve<S: LayerSink>(
             ref_names,
             config,
             layers,
+            manifest: Some(blob(c, &d)?.clone()),
         });
     }
     if out.is_empty() {
         bail!("the archive's index.json lists no images");
     }
     Ok(out)
+}
+
+/// Docker 25+ archives also carry an OCI manifest per image in `index.json`: the
+/// one whose config is `config`, if any.
+fn docker25_manifest<T: Clone>(c: &Contents<T>, config: &Digest) -> Option<Bytes> {
+    let index = c.files.get("index.json")?;
+    let Ok(Document::Index(index)) = parse_document(index) else {
+        return None;
+    };
+    index.manifests().iter().find_map(|desc| {
+        let bytes = blob(c, &our_digest(desc.digest()).ok()?).ok()?;
+        match parse_document(bytes).ok()? {
+            Document::Manifest(m) if our_digest(m.config().digest()).ok()? == *config => {
+                Some(bytes.clone())
+            }
+            _ => None,
+        }
+    })
 }
 
 /// A small blob from an OCI layout, verified against its digest.
