@@ -258,11 +258,12 @@ impl Global {
         if let Some(ep) = &self.endpoint {
             let u = url::Url::parse(ep).with_context(|| format!("invalid --endpoint {ep:?}"))?;
             if u.scheme() == "http" {
-                let host = u.host_str().unwrap_or("");
-                let loopback = host == "localhost"
-                    || host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|a| a.is_loopback());
+                let loopback = match u.host() {
+                    Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                    Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    None => false,
+                };
                 if !loopback {
                     tracing::warn!("--endpoint {ep} uses plain http: traffic, including signed requests, is unencrypted");
                 }

@@ -8,7 +8,7 @@ use crate::digest::{Digest, Hasher};
 use crate::image::{build_manifest, Config, Layer};
 use crate::reference::Reference;
 use crate::stats::{Progress, Stats};
-use crate::store::{BlobUpload, Store, UploadOutcome, Uploader};
+use crate::store::{BlobUpload, PendingUpload, Store, UploadOutcome, Uploader};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use std::io::{Read, Write};
@@ -50,9 +50,8 @@ struct PushSink {
     opts: PushOptions,
     stats: Arc<Stats>,
     progress: Progress,
-    pending: Vec<JoinHandle<Result<UploadOutcome>>>,
-    /// Layers this push produced (not found via the index): recorded in the index at the end.
-    fresh: Vec<(Layer, Option<String>)>,
+    /// Each new layer's upload, followed by its index entries.
+    pending: Vec<JoinHandle<Result<Option<UploadOutcome>>>>,
 }
 
 /// Where a layer's output bytes go: hashed, and uploaded unless the blob exists.
@@ -134,16 +133,32 @@ impl PushSink {
         Ok(Some(self.uploader.begin(known, size_hint)))
     }
 
-    fn finish(&mut self, out: Output) -> Result<(Digest, u64)> {
+    /// Ends a layer's output; the upload, if any, completes in the background.
+    fn finish(&mut self, out: Output) -> Result<(Digest, u64, Option<PendingUpload>)> {
         let size = out.hasher.len();
         let digest = out.hasher.finish();
-        match out.upload {
-            Some(u) => self.pending.push(u.finish(digest, size)?),
+        let pending = match out.upload {
+            Some(u) => Some(u.finish(digest, size)?),
             None => {
                 self.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+                None
             }
-        }
-        Ok((digest, size))
+        };
+        Ok((digest, size, pending))
+    }
+
+    /// Once the layer is stored, records it in the index at once, so that even a push
+    /// killed later lets the next one skip this layer.
+    fn remember(&mut self, layer: &Layer, v1_id: Option<&str>, upload: Option<PendingUpload>) {
+        let (store, layer, v1_id) = (self.store.clone(), layer.clone(), v1_id.map(str::to_string));
+        self.pending.push(self.rt.spawn(async move {
+            let outcome = match upload {
+                Some(h) => Some(h.await??),
+                None => None,
+            };
+            record_index(&store, &layer, v1_id.as_deref()).await?;
+            Ok(outcome)
+        }));
     }
 }
 
@@ -197,14 +212,14 @@ impl LayerSink for PushSink {
                     compression.name()
                 )
             })?;
-            let (digest, size) = self.finish(out)?;
+            let (digest, size, upload) = self.finish(out)?;
             let layer = Layer {
                 digest,
                 size,
                 compression,
                 diff_id,
             };
-            self.fresh.push((layer.clone(), None));
+            self.remember(&layer, None, upload);
             return Ok(SunkLayer {
                 file_digest: digest,
                 diff_id,
@@ -248,7 +263,7 @@ impl LayerSink for PushSink {
         let mut diff = Hasher::new();
         let level = self.opts.level.unwrap_or(target.default_level());
         let threads = rayon::current_num_threads();
-        let (digest, size) = match target {
+        let (digest, size, upload) = match target {
             Compression::None => {
                 let mut out = Output {
                     hasher: Hasher::new(),
@@ -294,8 +309,7 @@ impl LayerSink for PushSink {
             compression: target,
             diff_id,
         };
-        self.fresh
-            .push((layer.clone(), entry.v1_id.map(str::to_string)));
+        self.remember(&layer, entry.v1_id, upload);
         Ok(SunkLayer {
             file_digest: diff_id,
             diff_id,
@@ -377,7 +391,6 @@ pub async fn push<R: Read + Send + 'static>(
         stats: stats.clone(),
         progress: Progress::new(show_progress, input_size, "reading archive"),
         pending: Vec::new(),
-        fresh: Vec::new(),
     };
     let platform = opts.platform.clone();
     let (images, mut sink) = tokio::task::spawn_blocking(move || {
@@ -391,9 +404,8 @@ pub async fn push<R: Read + Send + 'static>(
     for h in sink.pending.drain(..) {
         match h.await? {
             Ok(o) => {
-                stats
-                    .bytes_uploaded
-                    .fetch_add(o.uploaded, Ordering::Relaxed);
+                let uploaded = o.map_or(0, |o| o.uploaded);
+                stats.bytes_uploaded.fetch_add(uploaded, Ordering::Relaxed);
             }
             Err(e) => {
                 failure.get_or_insert(e);
@@ -404,7 +416,6 @@ pub async fn push<R: Read + Send + 'static>(
         return Err(e);
     }
     let images = images?;
-    record_index(store, &sink.fresh).await?;
     let mut pushed = Vec::new();
     for (i, r) in targets(&images, reference.as_ref())? {
         let img = &images[i];
@@ -415,25 +426,23 @@ pub async fn push<R: Read + Send + 'static>(
 }
 
 /// Remembers which blob holds each new layer, so a re-push can skip compressing it.
-async fn record_index(store: &Store, fresh: &[(Layer, Option<String>)]) -> Result<()> {
-    for (l, v1) in fresh {
-        if l.compression != Compression::None {
-            let rec = IndexRecord {
-                digest: l.digest,
-                size: l.size,
-            };
-            store
-                .put_json(
-                    &store.layout.diffid_index(&l.diff_id, l.compression.name()),
-                    &rec,
-                )
-                .await?;
-        }
-        if let Some(v1) = v1 {
-            store
-                .put_json(&store.layout.v1id_index(v1), &l.diff_id)
-                .await?;
-        }
+async fn record_index(store: &Store, l: &Layer, v1_id: Option<&str>) -> Result<()> {
+    if l.compression != Compression::None {
+        let rec = IndexRecord {
+            digest: l.digest,
+            size: l.size,
+        };
+        store
+            .put_json(
+                &store.layout.diffid_index(&l.diff_id, l.compression.name()),
+                &rec,
+            )
+            .await?;
+    }
+    if let Some(v1) = v1_id {
+        store
+            .put_json(&store.layout.v1id_index(v1), &l.diff_id)
+            .await?;
     }
     Ok(())
 }

@@ -198,7 +198,10 @@ fn stream_entries<S: LayerSink>(
             } else {
                 clean_path(&target)?
             };
-            if c.links.insert(path.clone(), resolved).is_some() || c.files.contains_key(&path) {
+            if c.links.insert(path.clone(), resolved).is_some()
+                || c.files.contains_key(&path)
+                || c.layers.contains_key(&path)
+            {
                 bail!("archive has a duplicate entry {path:?}");
             }
             continue;

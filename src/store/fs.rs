@@ -85,9 +85,10 @@ impl FsDriver {
 
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let tmp = self.temp_path()?;
-        tokio::fs::write(&tmp, &data)
-            .await
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        if let Err(e) = tokio::fs::write(&tmp, &data).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+        }
         self.rename_into_place(&tmp, key)
     }
 

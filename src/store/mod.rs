@@ -9,7 +9,7 @@ mod upload;
 
 pub use fs::FsDriver;
 pub use s3::S3Driver;
-pub use upload::{BlobUpload, UploadOutcome, Uploader};
+pub use upload::{BlobUpload, PendingUpload, UploadOutcome, Uploader};
 
 use crate::digest::Digest;
 use crate::layout::{link_body, Layout};

@@ -10,12 +10,30 @@ use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures::{StreamExt, TryStreamExt};
 
 /// S3 refuses a single CopyObject above 5 GiB.
 const MAX_COPY_OBJECT: u64 = 5 << 30;
 const COPY_PART: u64 = 512 << 20;
+
+/// Applies `--sse`, `--sse-kms-key-id` and `--storage-class` to a request that creates
+/// an object (the SDK's request builders share no trait, hence a macro).
+macro_rules! object_opts {
+    ($req:expr, $opts:expr) => {{
+        let mut r = $req;
+        if let Some(s) = &$opts.sse {
+            r = r.server_side_encryption(ServerSideEncryption::from(s.as_str()));
+        }
+        if let Some(k) = &$opts.sse_kms_key_id {
+            r = r.ssekms_key_id(k);
+        }
+        if let Some(c) = &$opts.storage_class {
+            r = r.storage_class(StorageClass::from(c.as_str()));
+        }
+        r
+    }};
+}
 
 #[derive(Debug)]
 pub struct S3Driver {
@@ -52,6 +70,13 @@ where
         _ => source_chain(&e),
     };
     anyhow!("S3 {op} of {key:?} failed: {what}")
+}
+
+/// Exponential backoff with full jitter, as the SDK's standard retry strategy does.
+async fn backoff(attempt: u32) {
+    let cap_ms = 100u64 << attempt.min(6);
+    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % cap_ms.max(1);
+    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
 }
 
 fn body_err(
@@ -159,33 +184,36 @@ impl S3Driver {
         }
     }
 
+    /// A byte range. The SDK retries failed requests, but not a body that breaks off
+    /// after the headers arrived, so that is retried here with the same backoff budget.
     pub async fn get_range(&self, key: &str, start: u64, len: usize) -> Result<Bytes> {
         if len == 0 {
             return Ok(Bytes::new());
         }
         let range = format!("bytes={start}-{}", start + len as u64 - 1);
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(range)
-            .send()
-            .await
-            .map_err(|e| err("GetObject", key, e))?;
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| body_err("GetObject", key, e))?
-            .into_bytes();
-        if data.len() != len {
-            bail!(
-                "S3 GetObject of {key:?} returned {} bytes for a {len}-byte range",
-                data.len()
-            );
+        let mut attempt = 1;
+        loop {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .range(&range)
+                .send()
+                .await
+                .map_err(|e| err("GetObject", key, e))?;
+            let failure = match out.body.collect().await {
+                Ok(data) if data.remaining() == len => return Ok(data.into_bytes()),
+                Ok(data) => format!("returned {} bytes for a {len}-byte range", data.remaining()),
+                Err(e) => format!("failed while reading the body: {}", source_chain(&e)),
+            };
+            if attempt >= self.opts.max_attempts.max(1) {
+                bail!("S3 GetObject of {key:?} {failure} (after {attempt} attempts)");
+            }
+            tracing::info!("retrying GetObject of {key:?}: {failure}");
+            backoff(attempt).await;
+            attempt += 1;
         }
-        Ok(data)
     }
 
     pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
@@ -211,15 +239,7 @@ impl S3Driver {
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(data));
-        if let Some(s) = &self.opts.sse {
-            req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
-        }
-        if let Some(k) = &self.opts.sse_kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        if let Some(c) = &self.opts.storage_class {
-            req = req.storage_class(StorageClass::from(c.as_str()));
-        }
+        req = object_opts!(req, self.opts);
         req.send().await.map_err(|e| err("PutObject", key, e))?;
         Ok(())
     }
@@ -335,15 +355,7 @@ impl S3Driver {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key);
-        if let Some(s) = &self.opts.sse {
-            req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
-        }
-        if let Some(k) = &self.opts.sse_kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        if let Some(c) = &self.opts.storage_class {
-            req = req.storage_class(StorageClass::from(c.as_str()));
-        }
+        req = object_opts!(req, self.opts);
         let out = req
             .send()
             .await
@@ -424,15 +436,7 @@ impl S3Driver {
                 .bucket(&self.bucket)
                 .key(to)
                 .copy_source(&source);
-            if let Some(s) = &self.opts.sse {
-                req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
-            }
-            if let Some(k) = &self.opts.sse_kms_key_id {
-                req = req.ssekms_key_id(k);
-            }
-            if let Some(c) = &self.opts.storage_class {
-                req = req.storage_class(StorageClass::from(c.as_str()));
-            }
+            req = object_opts!(req, self.opts);
             req.send().await.map_err(|e| err("CopyObject", to, e))?;
         } else {
             let id = self.create_upload(to).await?;

@@ -1,0 +1,754 @@
+#!/usr/bin/env python3
+"""s3dock benchmark driver (issue 4). Run it through benches/run.sh, which builds s3dock,
+starts the S3 servers and sets the environment; see the top of run.sh for usage.
+
+Cases run in rounds: round i runs every case once, in a fixed order, against its own
+stores (prefix ...-r{i}), so slow drift or a busy neighbour on a shared machine hits
+s3dock and its baselines alike; target ratios are given both as ratio of medians and
+as the median of per-round ratios. Wall time is measured around the whole command
+(pipelines included); peak RSS and CPU seconds with /usr/bin/time -v on the process
+that matters (s3dock, or the baseline's main tool). Results: benches/results/latest.{json,md}.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+MiB = 1 << 20
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def q(s):
+    return shlex.quote(str(s))
+
+
+def sh_out(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def cpu_jiffies():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+class Case:
+    def __init__(self, name, group, desc, cmd, basis, basis_label, setup=None, after=None, tool="s3dock",
+                 parse_json=False, out_size=False, rounds=None):
+        self.name, self.group, self.desc, self.cmd = name, group, desc, cmd
+        self.basis, self.basis_label = basis, basis_label
+        self.setup, self.after, self.tool = setup, after, tool
+        self.parse_json, self.out_size = parse_json, out_size
+        self.rounds = rounds  # run only in rounds < this (None: every round)
+        self.rec = {"name": name, "group": group, "desc": desc, "tool": tool, "basis": basis_label,
+                    "basis_bytes": None, "runs": [], "rss": [], "cpu": [], "machine_busy": [], "extra": []}
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.work = a.work
+        self.out_dir = os.path.join(self.work, "out")
+        self.store_dir = os.path.join(self.work, "stores")
+        self.tmp = os.path.join(self.work, "tmp")
+        for d in (self.out_dir, self.store_dir, self.tmp):
+            os.makedirs(d, exist_ok=True)
+        self.bin = a.s3dock
+        self.endpoint = os.environ["S3DOCK_TEST_S3S"]
+        self.moto = os.environ.get("S3DOCK_TEST_MOTO")
+        self.bucket = os.environ["S3DOCK_TEST_BUCKET"]
+        self.venv = os.environ["S3DOCK_TEST_VENV"]
+        self.aws = os.path.join(self.venv, "bin", "aws")
+        self.py = os.path.join(self.venv, "bin", "python")
+        self.nproc = os.cpu_count() or 1
+        self.cases = []
+        self.registries = []
+        self.state = {}
+        self._targets = []
+        self.filter = re.compile(a.only) if a.only else None
+        import boto3
+        from botocore.config import Config
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, config=Config(s3={"addressing_style": "path"}))
+        self.moto_s3 = boto3.client("s3", endpoint_url=self.moto, config=Config(s3={"addressing_style": "path"})) if self.moto else None
+        self.inputs = json.loads(subprocess.run(
+            [sys.executable, os.path.join(HERE, "geninputs.py"), os.path.join(self.work, "inputs")]
+            + (["--scale"] if a.scale else []),
+            check=True, stdout=subprocess.PIPE).stdout)["images"]
+        self._machine = self.machine()
+
+    # -------------------------------------------------------------- running
+
+    def s3dock(self, store, *args, endpoint=None):
+        """Command for s3dock against `store` (a dir path or s3://...)."""
+        parts = [q(self.bin), "--store", q(store)]
+        if store.startswith("s3://"):
+            parts += ["--endpoint", q(endpoint or self.endpoint)]
+        return " ".join(parts + [q(x) for x in args])
+
+    def run_once(self, cmd):
+        """`cmd` is a bash command with {T} where `/usr/bin/time -v -o FILE` goes."""
+        rss_file = os.path.join(self.tmp, "rss.txt")
+        if os.path.exists(rss_file):
+            os.remove(rss_file)
+        full = cmd.replace("{T}", f"/usr/bin/time -v -o {q(rss_file)}")
+        b0, t0j = cpu_jiffies()
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(["bash", "-o", "pipefail", "-c", full], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=self.a.timeout, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"timed out after {self.a.timeout}s: {full}")
+        secs = time.monotonic() - t0
+        b1, t1j = cpu_jiffies()
+        busy = (b1 - b0) / max(1, t1j - t0j) * self.nproc  # cores busy on the whole machine
+        if p.returncode != 0:
+            raise RuntimeError(f"command failed (exit {p.returncode}): {full}\n{p.stderr.decode(errors='replace')[-3000:]}")
+        peak = cpu = None
+        if os.path.exists(rss_file):
+            txt = open(rss_file).read()
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", txt)
+            peak = int(m.group(1)) * 1024 if m else None
+            ut = re.search(r"User time \(seconds\): ([\d.]+)", txt)
+            st = re.search(r"System time \(seconds\): ([\d.]+)", txt)
+            cpu = (float(ut.group(1)) + float(st.group(1))) if ut and st else None
+        return secs, peak, cpu, busy, p.stdout.decode(errors="replace")
+
+    def add(self, *args, **kw):
+        c = Case(*args, **kw)
+        if self.filter is None or self.filter.search(c.name):
+            self.cases.append(c)
+        return c
+
+    def run_case(self, c, i):
+        if c.rec.get("error") or (c.rounds is not None and i >= c.rounds):
+            return
+        try:
+            if c.setup:
+                c.setup(i)
+            basis = c.basis(i) if callable(c.basis) else c.basis
+            if not basis:
+                raise RuntimeError("nothing to measure (its input case did not run or failed)")
+            cmd = c.cmd(i) if callable(c.cmd) else c.cmd
+            secs, peak, cpu, busy, out = self.run_once(cmd)
+        except Exception as e:  # noqa: BLE001
+            log(f"{c.name} round {i + 1}: FAILED: {e}")
+            c.rec["error"] = str(e)[:2000]
+            return
+        finally:
+            if c.after:
+                try:
+                    c.after(i)
+                except Exception as e:  # noqa: BLE001
+                    log(f"{c.name}: cleanup failed: {e}")
+        r = c.rec
+        r["basis_bytes"] = basis
+        r["runs"].append(round(secs, 3))
+        r["rss"].append(peak)
+        r["cpu"].append(cpu)
+        r["machine_busy"].append(round(busy, 2))
+        extra = None
+        if c.parse_json:
+            for line in out.splitlines()[::-1]:
+                if line.startswith("{"):
+                    j = json.loads(line)
+                    extra = {k: j[k] for k in ("bytes_read", "bytes_uploaded", "blobs_skipped", "seconds", "layers") if k in j}
+                    break
+        if c.out_size:
+            try:
+                extra = {"bytes_out": int(out.split()[-1])}
+            except (ValueError, IndexError):
+                pass
+        r["extra"].append(extra)
+        log(f"{c.name} [{i + 1}]: {secs:.2f}s" + (f", {basis / secs / 1e6:.0f} MB/s" if basis else "")
+            + (f", RSS {peak / MiB:.0f} MiB" if peak else "") + (f", cpu {cpu:.1f}s" if cpu is not None else "")
+            + f", machine busy {busy:.1f} cores" + (f", {extra}" if extra else ""))
+
+    def run(self):
+        log(f"{len(self.cases)} cases x {self.a.runs} rounds")
+        for i in range(self.a.runs):
+            t0 = time.monotonic()
+            for c in self.cases:
+                self.run_case(c, i)
+                self.finish_records()
+                self.save()
+            for hook in self.round_end:
+                try:
+                    hook(i)
+                except Exception as e:  # noqa: BLE001
+                    log(f"round cleanup failed: {e}")
+            log(f"round {i + 1}/{self.a.runs} done in {time.monotonic() - t0:.0f}s")
+
+    def finish_records(self):
+        for c in self.cases:
+            r = c.rec
+            if not r["runs"]:
+                continue
+            r["median"] = statistics.median(r["runs"])
+            r["min"], r["max"] = min(r["runs"]), max(r["runs"])
+            r["mb_s"] = r["basis_bytes"] / r["median"] / 1e6 if r["basis_bytes"] else None
+            rss = [x for x in r["rss"] if x]
+            r["peak_rss"] = max(rss) if rss else None
+            cpu = [x for x in r["cpu"] if x is not None]
+            r["cpu_median"] = statistics.median(cpu) if cpu else None
+
+    # -------------------------------------------------------------- stores, registry
+
+    def delete_prefix(self, prefix, client=None):
+        s3 = client or self.s3
+        token = None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kw["ContinuationToken"] = token
+            r = s3.list_objects_v2(**kw)
+            objs = [{"Key": o["Key"]} for o in r.get("Contents", [])]
+            if objs:
+                s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objs, "Quiet": True})
+            if not r.get("IsTruncated"):
+                break
+            token = r.get("NextContinuationToken")
+
+    def s3url(self, prefix):
+        return f"s3://{self.bucket}/{prefix}"
+
+    @staticmethod
+    def rmdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+    def registry_start(self, *args):
+        p = subprocess.run([os.path.join(REPO, "scripts", "registry.sh"), "start", *args],
+                           check=True, stdout=subprocess.PIPE, text=True)
+        addr = p.stdout.strip().split("=", 1)[1]
+        self.registries.append(addr)
+        return addr
+
+    def registry_stop(self, addr):
+        if not addr:
+            return
+        subprocess.run([os.path.join(REPO, "scripts", "registry.sh"), "stop", addr], check=False)
+        if addr in self.registries:
+            self.registries.remove(addr)
+
+    def blob_keys(self, prefix, repo="bench/big", tag="1"):
+        """S3 keys of the layer blobs of REPO:TAG in an s3dock store on s3s-fs (via its manifest)."""
+        try:
+            link = self.s3.get_object(Bucket=self.bucket,
+                                      Key=f"{prefix}/docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link")["Body"].read().decode()
+            h = link.strip().split(":", 1)[1]
+            m = json.loads(self.s3.get_object(Bucket=self.bucket,
+                                              Key=f"{prefix}/docker/registry/v2/blobs/sha256/{h[:2]}/{h}/data")["Body"].read())
+        except Exception:  # noqa: BLE001
+            return []
+        return [f"{prefix}/docker/registry/v2/blobs/sha256/{l['digest'][7:9]}/{l['digest'][7:]}/data" for l in m["layers"]]
+
+    def blob_bytes(self, prefix, repo="bench/big"):
+        keys = self.blob_keys(prefix, repo)
+        return sum(self.s3.head_object(Bucket=self.bucket, Key=k)["ContentLength"] for k in keys) if keys else 0
+
+    def curl_config(self, keys, chunk):
+        cfg = os.path.join(self.tmp, "curl-ranges.cfg")
+        with open(cfg, "w") as f:
+            first = True
+            for k in keys:
+                size = self.s3.head_object(Bucket=self.bucket, Key=k)["ContentLength"]
+                url = self.s3.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": k}, ExpiresIn=7200)
+                for s in range(0, size, chunk):
+                    if not first:
+                        f.write("next\n")
+                    first = False
+                    f.write(f'url = "{url}"\nrange = "{s}-{min(s + chunk, size) - 1}"\noutput = "/dev/null"\n')
+        return cfg
+
+    # -------------------------------------------------------------- the cases
+
+    def define(self):
+        big, big2, small = self.inputs["big"], self.inputs["big2"], self.inputs["small"]
+        A, A2, AS = big["path"], big2["path"], small["path"]
+        asz, a2sz, ssz = big["size"], big2["size"], small["size"]
+        files_layer, flsz = big["layers"][0]["file"], big["layers"][0]["size"]
+        N = self.nproc
+        s3d = self.s3dock
+        st = self.state
+        self.round_end = []
+
+        def push(store, archive, ref, comp="gzip", endpoint=None):
+            return f"cat {q(archive)} | {{T}} {s3d(store, '-q', '--json', 'push', ref, '--compression', comp, endpoint=endpoint)}"
+
+        # ---- push to S3 (s3s-fs): cold, warm, second image ------------------------------
+        pre = lambda c, i: f"b/s3-{c}-r{i}"  # s3s-fs fails on keys > ~150 bytes: keep prefixes short
+        for comp in ("gzip", "zstd"):
+            self.add(f"push.s3.{comp}.cold", "push", f"cat big.tar | s3dock push --compression {comp} → s3s-fs (empty store)",
+                     lambda i, c=comp: push(self.s3url(pre(c, i)), A, "bench/big:1", c), asz, "archive",
+                     setup=lambda i, c=comp: self.delete_prefix(pre(c, i) + "/"), parse_json=True)
+            self.add(f"push.s3.{comp}.warm", "push", f"re-push of the same archive ({comp}; every blob already stored)",
+                     lambda i, c=comp: push(self.s3url(pre(c, i)), A, "bench/big:1", c), asz, "archive", parse_json=True)
+        self.add("push.s3.gzip.image2", "push", "push big2.tar (shares the 1.19 GB file layer; new 256 MiB layer)",
+                 lambda i: push(self.s3url(pre("gzip", i)), A2, "bench/big:2"), a2sz, "archive", parse_json=True)
+        self.add("push.s3.none.cold", "push", "cat big.tar | s3dock push --compression none → s3s-fs (ingest ceiling)",
+                 lambda i: push(self.s3url(pre("none", i)), A, "bench/big:1", "none"), asz, "archive",
+                 setup=lambda i: self.delete_prefix(pre("none", i) + "/"),
+                 after=lambda i: self.delete_prefix(pre("none", i) + "/"), parse_json=True)
+
+        # ---- push to a local directory store ------------------------------------------
+        dpath = lambda c, i: os.path.join(self.store_dir, f"dir-{c}-r{i}")
+        for comp in ("gzip", "zstd"):
+            self.add(f"push.dir.{comp}.cold", "push", f"cat big.tar | s3dock push --compression {comp} → local dir (empty)",
+                     lambda i, c=comp: push(dpath(c, i), A, "bench/big:1", c), asz, "archive",
+                     setup=lambda i, c=comp: self.rmdir(dpath(c, i)), parse_json=True)
+            self.add(f"push.dir.{comp}.warm", "push", f"re-push to the local dir ({comp})",
+                     lambda i, c=comp: push(dpath(c, i), A, "bench/big:1", c), asz, "archive", parse_json=True)
+        self.add("push.dir.gzip.image2", "push", "push big2.tar to the local dir",
+                 lambda i: push(dpath("gzip", i), A2, "bench/big:2"), a2sz, "archive", parse_json=True)
+
+        # ---- small image ---------------------------------------------------------------
+        self.add("push.s3.gzip.small", "push", "cat small-image.tar (5.5 MB) | s3dock push → s3s-fs (empty)",
+                 lambda i: push(self.s3url(f"b/small-r{i}"), AS, "bench/small:1"), ssz, "archive",
+                 setup=lambda i: self.delete_prefix(f"b/small-r{i}/"), parse_json=True)
+        self.add("pull.s3.gzip.small", "pull", "s3dock pull bench/small:1 > /dev/null",
+                 lambda i: f"{{T}} {s3d(self.s3url(f'b/small-r{i}'), '-q', 'pull', 'bench/small:1')} > /dev/null",
+                 lambda i: self.blob_bytes(f"b/small-r{i}", "bench/small"), "stored blobs",
+                 after=lambda i: self.delete_prefix(f"b/small-r{i}/"))
+
+        # ---- pulls -----------------------------------------------------------------------
+        outf = os.path.join(self.out_dir, "pulled.tar")
+
+        def rm_out(i):
+            if os.path.exists(outf):
+                os.remove(outf)
+
+        gz_bytes = lambda i: self.blob_bytes(pre("gzip", i))
+        zs_bytes = lambda i: self.blob_bytes(pre("zstd", i))
+        for comp, variants, nbytes in (
+            ("gzip", ("devnull", "file", "decompress.devnull", "decompress.file"), gz_bytes),
+            ("zstd", ("devnull", "decompress.file"), zs_bytes),
+        ):
+            for v in variants:
+                args = ["-q", "pull", "bench/big:1"] + (["--decompress"] if "decompress" in v else []) \
+                    + (["-o", outf] if v.endswith("file") else [])
+                redirect = " > /dev/null" if v.endswith("devnull") else ""
+                what = {"devnull": "> /dev/null", "file": "-o FILE (s3dock fsyncs FILE)",
+                        "decompress.devnull": "--decompress > /dev/null (plain layers)",
+                        "decompress.file": "--decompress -o FILE (plain layers, like skopeo's docker-archive)"}[v]
+                self.add(f"pull.s3.{comp}.{v}", "pull", f"s3dock pull bench/big:1 {what} ({comp} layers, s3s-fs)",
+                         lambda i, c=comp, a=args, r=redirect: f"{{T}} {s3d(self.s3url(pre(c, i)), *a)}{r}",
+                         nbytes, "stored blobs", setup=rm_out, after=rm_out)
+        self.add("pull.dir.gzip.devnull", "pull", "s3dock pull > /dev/null from the local dir store (gzip layers)",
+                 lambda i: f"{{T}} {s3d(dpath('gzip', i), '-q', 'pull', 'bench/big:1')} > /dev/null", gz_bytes, "stored blobs")
+
+        if self.a.no_baselines:
+            self.round_end.append(self.end_round)
+            return
+
+        # ---- baselines: local CPU ---------------------------------------------------------
+        self.add("base.openssl.archive", "baseline", "openssl dgst -sha256 big.tar",
+                 f"{{T}} openssl dgst -sha256 {q(A)} >/dev/null", asz, "archive", tool="openssl")
+        self.add("base.sha256sum.archive", "baseline", "sha256sum big.tar",
+                 f"{{T}} sha256sum {q(A)} >/dev/null", asz, "archive", tool="sha256sum")
+        self.add("base.pigz.layer", "baseline", f"pigz -p{N} -1 on the file layer",
+                 f"{{T}} pigz -p{N} -1 -c {q(files_layer)} | wc -c", flsz, "file layer", tool="pigz", out_size=True)
+        self.add("base.pigz.archive", "baseline", f"pigz -p{N} -1 on big.tar (same bytes as the push)",
+                 f"{{T}} pigz -p{N} -1 -c {q(A)} | wc -c", asz, "archive", tool="pigz", out_size=True)
+        self.add("base.zstd.layer", "baseline", f"zstd -T0 -3 on the file layer (-T0 = {N} threads here)",
+                 f"{{T}} zstd -q -T0 -3 -c {q(files_layer)} | wc -c", flsz, "file layer", tool="zstd", out_size=True)
+        self.add("base.zstd.archive", "baseline", f"zstd -T{N} -3 on big.tar (same bytes as the push)",
+                 f"{{T}} zstd -q -T{N} -3 -c {q(A)} | wc -c", asz, "archive", tool="zstd", out_size=True)
+
+        # ---- baselines: upload ----------------------------------------------------------------
+        awscp = f"{q(self.aws)} --endpoint-url {q(self.endpoint)} s3 cp --only-show-errors"
+        key = lambda n, i: f"b/base/{n}-r{i}"
+        self.add("base.awscp.archive", "baseline", "aws s3 cp big.tar s3://… (plain upload, no compression)",
+                 lambda i: f"{{T}} {awscp} {q(A)} s3://{self.bucket}/{key('plain.tar', i)}", asz, "archive",
+                 after=lambda i: self.delete_prefix(key("plain.tar", i)), tool="aws")
+        self.add("base.gzip_aws", "baseline", "cat big.tar | gzip -1 | aws s3 cp - s3://…",
+                 lambda i: f"cat {q(A)} | gzip -1 | {{T}} {awscp} - s3://{self.bucket}/{key('gz.tar.gz', i)}", asz, "archive",
+                 after=lambda i: self.delete_prefix(key("gz.tar.gz", i)), tool="aws")
+        self.add("base.pigz_aws", "baseline", f"cat big.tar | pigz -p{N} -1 | aws s3 cp - s3://…",
+                 lambda i: f"cat {q(A)} | pigz -p{N} -1 | {{T}} {awscp} - s3://{self.bucket}/{key('pigz.tar.gz', i)}", asz, "archive",
+                 after=lambda i: self.delete_prefix(key("pigz.tar.gz", i)), tool="aws")
+
+        # ---- pull baselines: parallel ranged GETs of the same blobs from the same server ---
+        rg = os.path.join(HERE, "rangedget.py")
+        keys = lambda i: " ".join(q(k) for k in self.blob_keys(pre("gzip", i)))
+        self.add("base.rangedget.boto3", "baseline", "boto3: 4 parallel 16 MiB ranged GETs per blob (the same gzip blobs)",
+                 lambda i: f"{{T}} {q(self.py)} {q(rg)} {q(self.endpoint)} {q(self.bucket)} 4 {16 * MiB} {keys(i)} >/dev/null",
+                 gz_bytes, "stored blobs", tool="python/boto3")
+        self.add("base.rangedget.boto3.j8", "baseline", "boto3: 8 parallel 16 MiB ranged GETs per blob",
+                 lambda i: f"{{T}} {q(self.py)} {q(rg)} {q(self.endpoint)} {q(self.bucket)} 8 {16 * MiB} {keys(i)} >/dev/null",
+                 gz_bytes, "stored blobs", tool="python/boto3")
+        self.add("base.rangedget.curl", "baseline", "curl -Z --parallel-max 4: 16 MiB ranged GETs (presigned URLs)",
+                 lambda i: f"{{T}} curl -sS --fail -Z --parallel-max 4 -K {q(self.curl_config(self.blob_keys(pre('gzip', i)), 16 * MiB))}",
+                 gz_bytes, "stored blobs", tool="curl")
+        self.add("base.awscp.download", "baseline", "aws s3 cp s3://…/blob - > /dev/null per blob (awscli multipart download)",
+                 lambda i: "{T} bash -c " + q(" && ".join(f"{awscp} s3://{self.bucket}/{q(k)} - >/dev/null" for k in self.blob_keys(pre("gzip", i)))),
+                 gz_bytes, "stored blobs", tool="aws")
+
+        # ---- skopeo / registry:2 ---------------------------------------------------------------
+        regdir = lambda i: os.path.join(self.work, f"registry-fs-r{i}")
+
+        def fs_registry(i):
+            self.rmdir(regdir(i))
+            st["fs_reg"] = self.registry_start("fs", regdir(i))
+
+        # distribution's S3 driver cannot push into s3s-fs (no ListMultipartUploads): filesystem driver.
+        self.add("base.skopeo.push.fs", "baseline",
+                 "skopeo copy docker-archive:big.tar docker://registry:2 (filesystem driver; skopeo's default gzip)",
+                 lambda i: f"{{T}} skopeo copy -q --dest-tls-verify=false docker-archive:{q(A)} docker://{st['fs_reg']}/bench/big-r{i}:1",
+                 asz, "archive", setup=fs_registry, tool="skopeo")
+        sk = os.path.join(self.out_dir, "skopeo.tar")
+
+        def rm_sk(i):
+            if os.path.exists(sk):
+                os.remove(sk)
+            self.rmdir(sk + ".d")
+
+        self.add("base.skopeo.pull.fs", "baseline",
+                 "skopeo copy docker://registry:2 (filesystem driver) docker-archive:FILE (plain layers)",
+                 lambda i: f"{{T}} skopeo copy -q --src-tls-verify=false docker://{st['fs_reg']}/bench/big-r{i}:1 docker-archive:{q(sk)}:bench/big:1",
+                 asz, "archive", setup=rm_sk, after=rm_sk, tool="skopeo")
+
+        def s3_registry(i):
+            rm_sk(i)
+            if not st.get("s3_reg"):
+                # registry:2 with the S3 driver serving s3dock's own store on s3s-fs: the very same blobs.
+                st["s3_reg"] = self.registry_start("s3", self.endpoint, self.bucket, "/" + pre("gzip", i))
+
+        self.add("base.skopeo.pull.s3", "baseline",
+                 "skopeo copy docker://registry:2 (S3 driver on s3s-fs, serving s3dock's store) docker-archive:FILE",
+                 lambda i: f"{{T}} skopeo copy -q --src-tls-verify=false docker://{st['s3_reg']}/bench/big:1 docker-archive:{q(sk)}:bench/big:1",
+                 gz_bytes, "stored blobs", setup=s3_registry, after=rm_sk, tool="skopeo")
+        self.add("base.skopeo.pull.s3.dir", "baseline",
+                 "skopeo copy docker://registry:2 (S3 driver, s3s-fs) dir:DIR (layers stay compressed)",
+                 lambda i: f"{{T}} skopeo copy -q --src-tls-verify=false docker://{st['s3_reg']}/bench/big:1 dir:{q(sk)}.d",
+                 gz_bytes, "stored blobs", setup=s3_registry, after=rm_sk, tool="skopeo")
+
+        # ---- small image via moto, where the registry's S3 driver can push ----------------------
+        if self.moto:
+            def moto_registry(i):
+                self.delete_prefix(f"b/moto-reg-r{i}/", self.moto_s3)
+                st["moto_reg"] = self.registry_start("s3", self.moto, self.bucket, f"/b/moto-reg-r{i}")
+
+            self.add("push.moto.gzip.small", "push", "cat small-image.tar | s3dock push → moto (empty)",
+                     lambda i: f"cat {q(AS)} | {{T}} {s3d(self.s3url(f'b/moto-small-r{i}'), '-q', '--json', 'push', 'bench/small:1', endpoint=self.moto)}",
+                     ssz, "archive", setup=lambda i: self.delete_prefix(f"b/moto-small-r{i}/", self.moto_s3),
+                     after=lambda i: self.delete_prefix(f"b/moto-small-r{i}/", self.moto_s3), parse_json=True)
+            self.add("base.skopeo.push.moto.small", "baseline",
+                     "skopeo copy docker-archive:small-image.tar docker://registry:2 (S3 driver on moto)",
+                     lambda i: f"{{T}} skopeo copy -q --dest-tls-verify=false docker-archive:{q(AS)} docker://{st['moto_reg']}/bench/small-r{i}:1",
+                     ssz, "archive", setup=moto_registry,
+                     after=lambda i: self.delete_prefix(f"b/moto-reg-r{i}/", self.moto_s3), tool="skopeo")
+
+        self.round_end.append(self.end_round)
+
+    def end_round(self, i):
+        """Drops everything round i stored."""
+        for k in ("fs_reg", "s3_reg", "moto_reg"):
+            self.registry_stop(self.state.pop(k, None))
+        self.rmdir(os.path.join(self.work, f"registry-fs-r{i}"))
+        if not self.a.keep_stores:
+            for c in ("gzip", "zstd", "none"):
+                self.delete_prefix(f"b/s3-{c}-r{i}/")
+                self.rmdir(os.path.join(self.store_dir, f"dir-{c}-r{i}"))
+
+    def define_scale(self):
+        """The 6 GiB-layer image (--scale): one round."""
+        sc = self.inputs.get("scale")
+        if not sc:
+            return
+        S, ssz = sc["path"], sc["size"]
+        N = self.nproc
+        pre = "b/scale"
+        d = os.path.join(self.store_dir, "dir-scale")
+        push = lambda store, comp="gzip": f"cat {q(S)} | {{T}} {self.s3dock(store, '-q', '--json', 'push', 'bench/scale:1', '--compression', comp)}"
+        one = 1
+        self.add("scale.push.s3.gzip", "scale", "6 GiB layer: cat scale.tar | s3dock push → s3s-fs (gzip blob > 5 GiB: multipart copy)",
+                 push(self.s3url(pre)), ssz, "archive", rounds=one, setup=lambda i: self.delete_prefix(pre + "/"), parse_json=True)
+        self.add("scale.push.s3.gzip.warm", "scale", "6 GiB layer: warm re-push → s3s-fs",
+                 push(self.s3url(pre)), ssz, "archive", rounds=one, parse_json=True)
+        self.add("scale.pull.s3.gzip.devnull", "scale", "6 GiB layer: s3dock pull > /dev/null",
+                 f"{{T}} {self.s3dock(self.s3url(pre), '-q', 'pull', 'bench/scale:1')} > /dev/null",
+                 lambda i: self.blob_bytes(pre, "bench/scale"), "stored blobs", rounds=one,
+                 after=lambda i: self.delete_prefix(pre + "/"))
+        self.add("scale.push.s3.none", "scale", "6 GiB layer: push --compression none → s3s-fs (digest known: straight to the final key)",
+                 push(self.s3url(pre), "none"), ssz, "archive", rounds=one,
+                 setup=lambda i: self.delete_prefix(pre + "/"), after=lambda i: self.delete_prefix(pre + "/"), parse_json=True)
+        self.add("scale.push.dir.gzip", "scale", "6 GiB layer: push → local dir",
+                 push(d), ssz, "archive", rounds=one, setup=lambda i: self.rmdir(d), after=lambda i: self.rmdir(d), parse_json=True)
+        self.add("scale.base.pigz", "scale", f"pigz -p{N} -1 on scale.tar", f"{{T}} pigz -p{N} -1 -c {q(S)} | wc -c",
+                 ssz, "archive", rounds=one, tool="pigz", out_size=True)
+
+    def cleanup(self):
+        for addr in list(self.registries):
+            self.registry_stop(addr)
+        if not self.a.keep_stores:
+            try:
+                self.delete_prefix("b/")
+            except Exception:  # noqa: BLE001
+                pass
+            self.rmdir(self.store_dir)
+            self.rmdir(self.out_dir)
+
+    # -------------------------------------------------------------- results
+
+    def machine(self):
+        mem = model = ""
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        flags = sh_out("grep -m1 '^flags' /proc/cpuinfo")
+        return {
+            "nproc": self.nproc,
+            "cpu_model": model,
+            "cpu_sha_ni": " sha_ni" in flags,
+            "memory": mem,
+            "kernel": platform.release(),
+            "hypervisor": sh_out("lscpu | sed -n 's/^Hypervisor vendor: *//p'"),
+            "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "s3dock_commit": self.a.s3dock_source or sh_out(f"git -C {q(REPO)} describe --always --dirty"),
+            "s3dock_sha256": sh_out(f"sha256sum {q(self.bin)}").split(" ")[0][:16],
+            "tools": {
+                "pigz": sh_out("pigz --version 2>&1"),
+                "zstd": sh_out("zstd --version 2>&1 | head -1"),
+                "openssl": sh_out("openssl version"),
+                "skopeo": sh_out("skopeo --version"),
+                "aws": sh_out(f"{q(self.aws)} --version 2>&1"),
+                "registry": sh_out("docker-registry --version 2>&1 || registry --version 2>&1"),
+                "s3s-fs": "0.14.1 (scripts/setup.sh)",
+                "curl": sh_out("curl --version | head -1"),
+                "rustc": sh_out("rustc --version"),
+            },
+        }
+
+    def save(self):
+        os.makedirs(self.a.results, exist_ok=True)
+        doc = {
+            "machine": self._machine,
+            "config": {"runs": self.a.runs, "work": self.work, "scale": self.a.scale, "s3dock_jobs": 4,
+                       "part_size": "16MiB", "store_s3": "s3s-fs 0.14.1 on 127.0.0.1",
+                       "inputs": {k: {"size": v["size"], "layers": [l["size"] for l in v["layers"]]}
+                                  for k, v in self.inputs.items()}},
+            "cases": [c.rec for c in self.cases],
+            "targets": self._targets,
+        }
+        tmp = os.path.join(self.a.results, "latest.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, os.path.join(self.a.results, "latest.json"))
+
+    def targets(self):
+        R = {c.name: c.rec for c in self.cases}
+
+        def ratios(num, den):
+            """Throughput of `num` over `den` (same bytes): ratio of medians, and median of per-round ratios."""
+            a, b = R.get(num, {}), R.get(den, {})
+            if not a.get("runs") or not b.get("runs"):
+                return None, None
+            ba, bb = a["basis_bytes"], b["basis_bytes"]
+            whole = (ba / a["median"]) / (bb / b["median"])
+            per = [(ba / x) / (bb / y) for x, y in zip(a["runs"], b["runs"])]
+            return whole, statistics.median(per) if per else None
+
+        out = []
+
+        def t(tid, desc, pair, goal, cmp=">=", primary=True, note="", value=None):
+            whole, paired = pair if pair else (value, None)
+            met = None if whole is None else (whole >= goal if cmp == ">=" else whole < goal)
+            out.append({"id": tid, "target": desc, "value": whole, "paired_median": paired, "goal": goal, "cmp": cmp,
+                        "met": met, "primary": primary, "note": note})
+
+        def sizes(push, base):
+            up = next((e.get("bytes_uploaded") for e in R.get(push, {}).get("extra", []) if e), None)
+            out = next((e.get("bytes_out") for e in R.get(base, {}).get("extra", []) if e), None)
+            return f"output {up / 1e6:.0f} MB vs {out / 1e6:.0f} MB" if up and out else ""
+
+        for store, primary in (("s3", True), ("dir", False)):
+            t(f"gzip-vs-pigz.{store}", f"push gzip ({store}) vs pigz -p{self.nproc} -1 on the same archive bytes",
+              ratios(f"push.{store}.gzip.cold", "base.pigz.archive"), 0.85, primary=primary,
+              note=sizes(f"push.{store}.gzip.cold", "base.pigz.archive"))
+            t(f"zstd-vs-zstd.{store}", f"push zstd ({store}) vs zstd -T{self.nproc} -3 on the same archive bytes",
+              ratios(f"push.{store}.zstd.cold", "base.zstd.archive"), 0.85, primary=primary,
+              note=sizes(f"push.{store}.zstd.cold", "base.zstd.archive"))
+            t(f"warm-vs-openssl.{store}", f"warm re-push ({store}) vs openssl dgst -sha256 on the archive",
+              ratios(f"push.{store}.gzip.warm", "base.openssl.archive"), 0.7, primary=primary)
+        t("gzip-vs-gzip_aws", "push gzip (s3) speed-up over cat | gzip -1 | aws s3 cp -",
+          ratios("push.s3.gzip.cold", "base.gzip_aws"), 2.5)
+        t("gzip-vs-pigz_aws", "push gzip (s3) speed-up over cat | pigz -1 | aws s3 cp - (no target; context)",
+          ratios("push.s3.gzip.cold", "base.pigz_aws"), 1.0, primary=False)
+        for n in ("push.s3.gzip.warm", "push.s3.zstd.warm", "push.dir.gzip.warm", "push.dir.zstd.warm"):
+            ex = [e for e in R.get(n, {}).get("extra", []) if e]
+            if ex:
+                t(f"warm-zero-upload.{n}", f"{n}: layer bytes uploaded", None, 1, cmp="<",
+                  primary=n.startswith("push.s3"), value=max(e.get("bytes_uploaded", 0) for e in ex))
+        gets = [n for n in ("base.rangedget.boto3", "base.rangedget.boto3.j8", "base.rangedget.curl") if R.get(n, {}).get("runs")]
+        best = max(gets, key=lambda n: R[n]["mb_s"], default=None)
+        if best:
+            for n, prim in (("pull.s3.gzip.devnull", True), ("pull.s3.gzip.file", False), ("pull.s3.zstd.devnull", False)):
+                t(f"pull-vs-rangedget.{n}", f"{n} vs the fastest parallel ranged GET baseline ({best})",
+                  ratios(n, best), 0.8, primary=prim)
+        for n, base, prim, note in (
+            ("pull.s3.gzip.file", "base.skopeo.pull.s3", True, "both write a loadable archive file; skopeo's has plain layers"),
+            ("pull.s3.gzip.decompress.file", "base.skopeo.pull.s3", False, "like for like: both write plain layers"),
+            ("pull.s3.gzip.devnull", "base.skopeo.pull.s3.dir", False, "both keep the layers compressed"),
+        ):
+            t(f"pull-vs-skopeo.{n}", f"{n} speed-up over {base}", ratios(n, base), 2.0, primary=prim, note=note)
+        worst = max(((R[n].get("peak_rss") or 0, n) for n in R if R[n]["tool"] == "s3dock"), default=(None, None))
+        if worst[0]:
+            t("rss", f"peak RSS (MiB) over every s3dock case (worst: {worst[1]})", None, 300, cmp="<", value=worst[0] / MiB)
+        return out
+
+    def table_rows(self):
+        rows = []
+        for c in self.cases:
+            r = c.rec
+            if not r["runs"]:
+                rows.append([c.name, c.desc, "FAILED" if r.get("error") else "skipped"] + [""] * 7)
+                continue
+            ex = next((e for e in r["extra"] if e), None)
+            note = "FAILED in a later round; " if r.get("error") else ""
+            if ex and "bytes_uploaded" in ex:
+                note += f"uploaded {ex['bytes_uploaded'] / 1e6:.0f} MB, {ex.get('blobs_skipped', 0)} blobs skipped"
+            if ex and "bytes_out" in ex:
+                note += f"output {ex['bytes_out'] / 1e6:.0f} MB"
+            busy = statistics.median(r["machine_busy"]) if r["machine_busy"] else None
+            rows.append([
+                c.name, c.desc, f"{r['median']:.2f}", f"{r['min']:.2f}–{r['max']:.2f}",
+                f"{r['mb_s']:.0f}" if r.get("mb_s") else "", r["basis"],
+                f"{r['peak_rss'] / MiB:.0f}" if r.get("peak_rss") else "",
+                f"{r['cpu_median']:.1f}" if r.get("cpu_median") is not None else "",
+                f"{busy:.1f}" if busy is not None else "", note,
+            ])
+        return rows
+
+    @staticmethod
+    def fmt(v):
+        return "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+    def print_table(self):
+        hdr = ["case", "median s", "min–max", "MB/s", "basis", "RSS MiB", "cpu s", "busy", "note"]
+        rows = [[r[0]] + r[2:] for r in self.table_rows()]
+        w = [max(len(str(x)) for x in col) for col in zip(hdr, *rows)]
+        print()
+        print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
+        for r in rows:
+            print("  ".join(str(x).ljust(w[i]) for i, x in enumerate(r)))
+        print()
+        for t in self._targets:
+            mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
+            if t["met"] and t.get("paired_median") is not None and t["paired_median"] < t["goal"]:
+                mark = "MET(~)"
+            paired = f" (per-round median {self.fmt(t['paired_median'])})" if t.get("paired_median") is not None else ""
+            print(f"{mark} {t['id']:<42} {self.fmt(t['value']):>7} goal {t['cmp']} {t['goal']}{paired}"
+                  f"{'' if t['primary'] else ' [secondary]'}  {t['target']}")
+
+    def write_md(self):
+        m = self._machine
+        L = ["# s3dock benchmark: latest run\n"]
+        L.append(f"Machine: {m['nproc']} CPUs ({m['cpu_model']}, SHA-NI {'yes' if m['cpu_sha_ni'] else 'no'}), "
+                 f"{m['memory']} RAM, kernel {m['kernel']}{', ' + m['hypervisor'] + ' guest' if m['hypervisor'] else ''}; "
+                 f"load average at start {' '.join(m['loadavg_at_start'])}. Date {m['date']}, s3dock {m['s3dock_commit']}. "
+                 f"{self.a.runs} rounds (every case once per round); inputs in the page cache; S3 = s3s-fs 0.14.1 on 127.0.0.1 "
+                 "(the server shares the 2 CPUs); s3dock defaults (-j 4, 16 MiB parts, gzip level 1, zstd level 3).\n")
+
+        def layers_mb(v):
+            return " + ".join("%.0f" % ((l["size"] if isinstance(l, dict) else l) / 1e6) for l in v["layers"])
+        L.append("Inputs (docker save, Docker 25 form, generated by geninputs.py): "
+                 + ", ".join(f"`{k}` {v['size'] / 1e9:.2f} GB ({layers_mb(v)} MB layers)" for k, v in self.inputs.items())
+                 + ". `big2` shares the 1195 MB file layer with `big`; its 268 MB random layer is new.\n")
+        L.append("MB/s = basis bytes / median wall seconds (1 MB = 10^6 B). RSS and cpu (user+sys s) are those of the "
+                 "measured process (s3dock, or the baseline's main tool). busy = cores busy on the whole machine during "
+                 "the run (all processes, including the S3 server and anything else running).\n")
+        L.append("| case | what | median s | min–max s | MB/s | basis | peak RSS MiB | cpu s | busy | note |")
+        L.append("|---|---|---:|---:|---:|---|---:|---:|---:|---|")
+        for r in self.table_rows():
+            L.append("| " + " | ".join(str(x).replace("|", "\\|") for x in r) + " |")
+        L.append("\n## Targets (issue 4)\n")
+        L.append("value = ratio of median throughputs; per-round = median of the ratios within each round.\n")
+        L.append("| | target | value | per-round | goal |")
+        L.append("|---|---|---:|---:|---|")
+        for t in self._targets:
+            mark = {True: "met", False: "**missed**", None: "n/a"}[t["met"]]
+            if t["met"] and t.get("paired_median") is not None and t["paired_median"] < t["goal"]:
+                mark = "met (borderline: per-round median below goal)"
+            text = (t["target"] + (" — " + t["note"] if t["note"] else "")).replace("|", "\\|")
+            L.append(f"| {mark}{'' if t['primary'] else ' (secondary)'} | {text} "
+                     f"| {self.fmt(t['value'])} | {self.fmt(t.get('paired_median'))} | {t['cmp']} {t['goal']} |")
+        L.append("\nTools: " + "; ".join(f"{k}: {v.splitlines()[0] if v else '?'}" for k, v in m["tools"].items()) + "\n")
+        with open(os.path.join(self.a.results, "latest.md"), "w") as f:
+            f.write("\n".join(L))
+
+
+def render(a):
+    """Rebuilds targets, latest.md and the printed table from a saved results JSON."""
+    from types import SimpleNamespace
+    doc = json.load(open(a.render))
+    b = Bench.__new__(Bench)
+    a.runs = doc["config"]["runs"]
+    b.a, b._machine, b.nproc = a, doc["machine"], doc["machine"]["nproc"]
+    b.inputs = doc["config"]["inputs"]
+    b.cases = [SimpleNamespace(name=r["name"], desc=r["desc"], rec=r) for r in doc["cases"]]
+    b._targets = b.targets()
+    doc["targets"] = b._targets
+    os.makedirs(a.results, exist_ok=True)
+    with open(os.path.join(a.results, "latest.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    b.write_md()
+    b.print_table()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work")
+    ap.add_argument("--s3dock")
+    ap.add_argument("--s3dock-source", default="", help="what the binary was built from (for the report)")
+    ap.add_argument("--runs", type=int, default=3, help="rounds (every case runs once per round)")
+    ap.add_argument("--scale", action="store_true", help="add the 6 GiB-layer image (one round)")
+    ap.add_argument("--only", help="regex: run only the cases whose name matches (mind their dependencies)")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--keep-stores", action="store_true")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds before one command is given up")
+    ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument("--render", metavar="JSON", help="only re-render the table, targets and .md from a results JSON")
+    a = ap.parse_args()
+    if a.render:
+        render(a)
+        return
+    b = Bench(a)
+    try:
+        b.define()
+        if a.scale:
+            b.define_scale()
+        b.run()
+    finally:
+        b.cleanup()
+        b.finish_records()
+        b._targets = b.targets()
+        b.save()
+        b.write_md()
+        b.print_table()
+
+
+if __name__ == "__main__":
+    main()
