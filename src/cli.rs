@@ -534,13 +534,27 @@ async fn run_pull(g: &Global, a: PullArgs) -> Result<()> {
     let stats = Arc::new(Stats::default());
     let start = Instant::now();
     let report = match &a.output {
+        // A device or FIFO (`-o /dev/null`, a named pipe) is written in place: renaming
+        // a temp file over it would replace it.
+        Some(path) if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            let out = std::io::BufWriter::with_capacity(1 << 20, f);
+            pull(&store, &r, out, &opts, stats.clone(), g.show_progress())
+                .await?
+                .0
+        }
         Some(path) => {
             // Written beside the target and renamed, so FILE is complete or absent.
             let dir = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir)
+            let tmp = tempfile::Builder::new()
+                .prefix(".s3dock-pull-")
+                .tempfile_in(dir)
                 .with_context(|| format!("cannot write in {}", dir.display()))?;
             let out = std::io::BufWriter::with_capacity(1 << 20, tmp);
             let (report, out) =

@@ -264,7 +264,7 @@ impl DiffIdHasher {
     }
 
     pub fn with_spool(c: Compression, mut spool: Option<std::fs::File>) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let kind = match c {
             Compression::None => Detected::Plain,
             Compression::Gzip => Detected::Gzip,

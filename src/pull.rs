@@ -140,78 +140,187 @@ pub struct PullReport {
     pub bytes_written: u64,
 }
 
-/// Streams the blob's bytes: from the cache when it holds it, else ranged GETs with
-/// `jobs` in flight. Each chunk goes to `each`; the digest and size are checked at the end.
-async fn fetch_blob(
+/// Where a layer's bytes come from, and where they go in the cache.
+struct Plan<'a> {
+    layer: &'a Layer,
+    /// A verified copy in the cache, or the store's key.
+    source: Source,
+    /// Cache file to fill while downloading (kept only once the digest checks out).
+    fill: Option<PathBuf>,
+}
+
+enum Source {
+    Cache(PathBuf),
+    Store(String),
+}
+
+impl<'a> Plan<'a> {
+    async fn new(store: &Store, cache: Option<&PathBuf>, layer: &'a Layer) -> Result<Plan<'a>> {
+        let cached = cache.map(|c| c.join("blobs/sha256").join(layer.digest.hex()));
+        if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+            return Ok(Plan {
+                layer,
+                source: Source::Cache(path.clone()),
+                fill: None,
+            });
+        }
+        let key = store.layout.blob_data(&layer.digest);
+        let size = store
+            .driver
+            .stat(&key)
+            .await?
+            .ok_or_else(|| anyhow!("blob {} is missing from the store", layer.digest))?;
+        if size != layer.size {
+            bail!(
+                "blob {} is {size} bytes in the store but the manifest says {}",
+                layer.digest,
+                layer.size
+            );
+        }
+        Ok(Plan {
+            layer,
+            source: Source::Store(key),
+            fill: cached,
+        })
+    }
+
+    /// (offset, length) of each chunk; one empty chunk for an empty blob.
+    fn chunks(&self, chunk: u64) -> Vec<(u64, usize)> {
+        let size = self.layer.size;
+        if size == 0 {
+            return vec![(0, 0)];
+        }
+        (0..size)
+            .step_by(chunk as usize)
+            .map(|s| (s, (size - s).min(chunk) as usize))
+            .collect()
+    }
+
+    async fn read(&self, store: &Store, offset: u64, len: usize) -> Result<Bytes> {
+        match &self.source {
+            Source::Store(key) => store.driver.get_range(key, offset, len).await,
+            Source::Cache(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || -> Result<Bytes> {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0u8; len];
+                    std::fs::File::open(&path)?.read_exact_at(&mut buf, offset)?;
+                    Ok(buf.into())
+                })
+                .await?
+            }
+        }
+    }
+}
+
+/// A layer being received: its digest check, its diff_id check and its cache copy.
+struct Receiving {
+    hasher: Hasher,
+    diff: Option<DiffIdHasher>,
+    fill: Option<tempfile::NamedTempFile>,
+}
+
+impl Receiving {
+    fn new(plan: &Plan, decompress_to: Option<std::fs::File>) -> Result<Self> {
+        let c = plan.layer.compression;
+        // An uncompressed layer's diff_id is its digest, checked anyway.
+        let diff = (c != Compression::None || decompress_to.is_some())
+            .then(|| DiffIdHasher::with_spool(c, decompress_to));
+        let fill = match &plan.fill {
+            Some(p) => {
+                let dir = p.parent().expect("cache path has a parent");
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
+                Some(tempfile::NamedTempFile::new_in(dir)?)
+            }
+            None => None,
+        };
+        Ok(Receiving {
+            hasher: Hasher::new(),
+            diff,
+            fill,
+        })
+    }
+
+    fn feed(&mut self, data: &Bytes) -> Result<()> {
+        self.hasher.update(data);
+        if let Some(d) = &self.diff {
+            d.feed(data.clone());
+        }
+        if let Some(f) = &mut self.fill {
+            f.write_all(data)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the digest and keeps the cache copy; the diff_id check is returned to finish later.
+    fn finish(self, plan: &Plan) -> Result<Option<DiffIdHasher>> {
+        let where_ = if matches!(plan.source, Source::Cache(_)) {
+            "in the cache"
+        } else {
+            "in the store"
+        };
+        check(plan.layer, self.hasher, where_)?;
+        if let (Some(f), Some(p)) = (self.fill, &plan.fill) {
+            f.persist(p)
+                .with_context(|| format!("cannot write cache file {}", p.display()))?;
+        }
+        Ok(self.diff)
+    }
+}
+
+/// Downloads `layers` in order with `jobs` ranged GETs always in flight — across layer
+/// boundaries, so the pipe never drains between layers. `each(i, chunk)` sees every chunk of
+/// layer `i` in order; `done(i, diff)` is called once layer `i`'s digest has checked out.
+async fn fetch_layers(
     store: &Store,
     cache: Option<&PathBuf>,
-    layer: &Layer,
+    layers: &[&Layer],
     stats: &Stats,
-    mut each: impl FnMut(Bytes) -> Result<()>,
+    mut spool: impl FnMut(usize) -> Result<Option<std::fs::File>>,
+    mut each: impl FnMut(usize, Bytes) -> Result<()>,
+    mut done: impl FnMut(usize, Option<DiffIdHasher>) -> Result<()>,
 ) -> Result<()> {
-    let mut hasher = Hasher::new();
-    let cached = cache.map(|c| c.join("blobs/sha256").join(layer.digest.hex()));
-    if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
-        let mut f = std::fs::File::open(path)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = crate::compress::read_full(&mut f, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            each(Bytes::copy_from_slice(&buf[..n]))?;
-        }
-        return check(layer, hasher, "in the cache");
+    let mut plans = Vec::with_capacity(layers.len());
+    for l in layers {
+        plans.push(Plan::new(store, cache, l).await?);
     }
-    let key = store.layout.blob_data(&layer.digest);
-    let size = store
-        .driver
-        .stat(&key)
-        .await?
-        .ok_or_else(|| anyhow!("blob {} is missing from the store", layer.digest))?;
-    if size != layer.size {
-        bail!(
-            "blob {} is {size} bytes in the store but the manifest says {}",
-            layer.digest,
-            layer.size
-        );
-    }
-    let mut tmp = match &cached {
-        Some(p) => {
-            let dir = p.parent().expect("cache path has a parent");
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
-            Some(tempfile::NamedTempFile::new_in(dir)?)
-        }
-        None => None,
-    };
-    let chunk = store.part_size;
-    let ranges = (0..size)
-        .step_by(chunk as usize)
-        .map(|s| (s, (size - s).min(chunk) as usize));
-    let driver = store.driver.clone();
-    let mut chunks = futures::stream::iter(ranges)
-        .map(|(s, n)| {
-            let (driver, key) = (driver.clone(), key.clone());
-            async move { driver.get_range(&key, s, n).await }
+    let work: Vec<(usize, u64, usize, bool)> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            let chunks = p.chunks(store.part_size);
+            let last = chunks.len() - 1;
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(move |(k, (off, len))| (i, off, len, k == last))
+        })
+        .collect();
+    let plans_ref = &plans;
+    let mut stream = futures::stream::iter(work)
+        .map(|(i, off, len, last)| async move {
+            Ok::<_, anyhow::Error>((i, last, plans_ref[i].read(store, off, len).await?))
         })
         .buffered(store.jobs);
-    while let Some(data) = chunks.next().await {
-        let data = data?;
-        stats
-            .bytes_downloaded
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        hasher.update(&data);
-        if let Some(t) = &mut tmp {
-            t.write_all(&data)?;
+    let mut current: Option<(usize, Receiving)> = None;
+    while let Some(item) = stream.next().await {
+        let (i, last, data) = item?;
+        if current.as_ref().is_none_or(|(c, _)| *c != i) {
+            current = Some((i, Receiving::new(&plans[i], spool(i)?)?));
         }
-        each(data)?;
-    }
-    check(layer, hasher, "in the store")?;
-    if let (Some(t), Some(p)) = (tmp, cached) {
-        t.persist(&p)
-            .with_context(|| format!("cannot write cache file {}", p.display()))?;
+        let (_, rx) = current.as_mut().expect("set above");
+        if matches!(plans[i].source, Source::Store(_)) {
+            stats
+                .bytes_downloaded
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        rx.feed(&data)?;
+        each(i, data)?;
+        if last {
+            let (_, rx) = current.take().expect("set above");
+            done(i, rx.finish(&plans[i])?)?;
+        }
     }
     Ok(())
 }
@@ -240,7 +349,8 @@ pub async fn pull<W: Write + Send + 'static>(
     let img = resolve(store, r, &opts.platform).await?;
     let total: u64 = img.layers.iter().map(|l| l.size).sum();
     let progress = Progress::new(show_progress, Some(total), "pulling");
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Cmd>(store.jobs + 2);
+    // Small bounds: memory is the GETs in flight plus a few chunks, whatever the image size.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Cmd>(2);
     let writer = tokio::task::spawn_blocking(move || -> Result<(W, u64, bool)> {
         let mut w = ArchiveWriter::new(out);
         while let Ok(cmd) = rx.recv() {
@@ -338,72 +448,94 @@ async fn write_layers(
         tokio::task::block_in_place(|| tx.send(cmd))
             .map_err(|_| anyhow!("archive writer stopped (output closed?)"))
     };
-    let mut written = Vec::new();
+    // A layer repeated in one image is fetched and written once.
     let mut seen = std::collections::HashSet::new();
-    for layer in &img.layers {
-        if opts.decompress {
-            // A plain tar's size is known only once decompressed: spool it, then write it.
-            let diff = DiffIdHasher::with_spool(layer.compression, Some(tempfile::tempfile()?));
-            fetch_blob(store, opts.cache.as_ref(), layer, stats, |b| {
+    let distinct: Vec<&Layer> = img
+        .layers
+        .iter()
+        .filter(|l| seen.insert(l.digest))
+        .collect();
+    let mut checks: Vec<(&Layer, DiffIdHasher)> = Vec::new();
+    let mut plain: std::collections::HashMap<Digest, Layer> = std::collections::HashMap::new();
+    if opts.decompress {
+        // A plain tar's size is known only once decompressed: spool each, then write it.
+        let mut spooled: Vec<(usize, DiffIdHasher)> = Vec::new();
+        fetch_layers(
+            store,
+            opts.cache.as_ref(),
+            &distinct,
+            stats,
+            |_| Ok(Some(tempfile::tempfile()?)),
+            |_, b| {
                 progress.inc(b.len() as u64);
-                diff.feed(b);
                 Ok(())
-            })
-            .await?;
-            let plain = diff.finish_spooled()?;
-            verify_diff_id(layer, &plain.diff_id)?;
-            let out = Layer {
-                digest: plain.diff_id,
-                size: plain.size,
-                compression: Compression::None,
-                diff_id: plain.diff_id,
-            };
-            if seen.insert(out.digest) {
-                let mut spool = plain.spool.expect("spool file");
-                spool.rewind()?;
-                send(Cmd::Begin(out.digest, out.size))?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = crate::compress::read_full(&mut spool, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    send(Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
+            },
+            |i, diff| {
+                spooled.push((i, diff.expect("a spooling decompressor")));
+                Ok(())
+            },
+        )
+        .await?;
+        for (i, diff) in spooled {
+            let layer = distinct[i];
+            let out = diff.finish_spooled()?;
+            verify_diff_id(layer, &out.diff_id)?;
+            let mut spool = out.spool.expect("spool file");
+            spool.rewind()?;
+            send(Cmd::Begin(out.diff_id, out.size))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = crate::compress::read_full(&mut spool, &mut buf)?;
+                if n == 0 {
+                    break;
                 }
-                send(Cmd::End(out.size))?;
+                send(Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
             }
-            written.push(out);
-            continue;
+            send(Cmd::End(out.size))?;
+            let l = Layer {
+                digest: out.diff_id,
+                size: out.size,
+                compression: Compression::None,
+                diff_id: out.diff_id,
+            };
+            plain.insert(layer.digest, l);
         }
-        // An uncompressed layer's diff_id is its digest, which fetch_blob verifies.
-        let diff =
-            (layer.compression != Compression::None).then(|| DiffIdHasher::new(layer.compression));
-        let first = seen.insert(layer.digest);
-        if first {
-            send(Cmd::Begin(layer.digest, layer.size))?;
-        }
-        fetch_blob(store, opts.cache.as_ref(), layer, stats, |b| {
+        return Ok(img
+            .layers
+            .iter()
+            .map(|l| plain[&l.digest].clone())
+            .collect());
+    }
+    let mut started = None;
+    fetch_layers(
+        store,
+        opts.cache.as_ref(),
+        &distinct,
+        stats,
+        |_| Ok(None),
+        |i, b| {
+            if started != Some(i) {
+                send(Cmd::Begin(distinct[i].digest, distinct[i].size))?;
+                started = Some(i);
+            }
             progress.inc(b.len() as u64);
-            if let Some(d) = &diff {
-                d.feed(b.clone());
-            }
-            if first {
-                send(Cmd::Data(b))?;
+            send(Cmd::Data(b))
+        },
+        |i, diff| {
+            send(Cmd::End(distinct[i].size))?;
+            if let Some(d) = diff {
+                checks.push((distinct[i], d));
             }
             Ok(())
-        })
-        .await?;
-        let diff_id = match diff {
-            Some(d) => d.finish()?,
-            None => layer.digest,
-        };
-        verify_diff_id(layer, &diff_id)?;
-        if first {
-            send(Cmd::End(layer.size))?;
-        }
-        written.push(layer.clone());
+        },
+    )
+    .await?;
+    // diff_ids are checked before the metadata goes out, so the archive never becomes
+    // loadable with a layer that does not match its config.
+    for (layer, diff) in checks {
+        verify_diff_id(layer, &diff.finish()?)?;
     }
-    Ok(written)
+    Ok(img.layers.clone())
 }
 
 fn verify_diff_id(layer: &Layer, actual: &Digest) -> Result<()> {

@@ -546,3 +546,29 @@ fn producer_manifest_digest_is_kept_when_layers_are_stored_as_is() {
         }
     }
 }
+
+/// `-o` on a device or FIFO writes into it instead of renaming a file over it.
+#[test]
+fn pull_to_a_fifo_writes_in_place() {
+    let store = TestStore::local();
+    store.push_json(&[HELLO], Some(&fixture("docker-legacy.tar")));
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    store.ok(&["pull", "-q", HELLO, "-o", fifo.to_str().unwrap()], None);
+    let data = reader.join().unwrap();
+    assert_eq!(summarize_archive(&data)[0].repo_tags, [HELLO]);
+    let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&ft),
+        "the FIFO was replaced"
+    );
+}
