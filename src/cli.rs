@@ -501,6 +501,11 @@ fn stdin_input() -> Result<(Box<dyn Read + Send>, Option<u64>)> {
             "no archive on stdin: pipe one in (docker save IMAGE | s3dock push ...) or use -i FILE"
         );
     }
+    // A pipe hands over 64 KiB per read by default; a 1 MiB pipe buffer cuts the
+    // syscalls and context switches per GiB sixteenfold. Best effort: not a pipe is fine.
+    unsafe {
+        libc::fcntl(0, libc::F_SETPIPE_SZ, 1 << 20);
+    }
     Ok((Box::new(std::io::stdin()), None))
 }
 

@@ -92,6 +92,7 @@ pub fn decompressing_reader<'a, R: Read + 'a>(kind: Detected, r: R) -> Result<Bo
 pub const GZIP_BLOCK: usize = 1 << 20;
 
 fn deflate_block(level: u32, data: &[u8]) -> Vec<u8> {
+    let stored_len = data.len() + data.len().div_ceil(65535) * 5;
     let mut c = Compress::new(flate2::Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 64);
     loop {
@@ -106,6 +107,24 @@ fn deflate_block(level: u32, data: &[u8]) -> Vec<u8> {
         if status == Status::BufError || out.len() == out.capacity() {
             out.reserve(out.capacity() / 2 + 64);
         }
+    }
+    // Incompressible data (random bytes, already-compressed files): store it, as pigz does,
+    // rather than let the fast levels expand it.
+    if out.len() > stored_len {
+        return stored_blocks(data);
+    }
+    out
+}
+
+/// Deflate stored blocks (BTYPE 00), byte-aligned like every block here.
+fn stored_blocks(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len().div_ceil(65535) * 5);
+    for chunk in data.chunks(65535) {
+        let n = chunk.len() as u16;
+        out.push(0); // BFINAL 0, BTYPE 00, padding to the byte boundary
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&(!n).to_le_bytes());
+        out.extend_from_slice(chunk);
     }
     out
 }
@@ -198,6 +217,24 @@ pub fn zstd_stream<R: Read, W: Write>(
     }
     enc.finish()?;
     Ok(total)
+}
+
+/// `std::io::copy` with 1 MiB reads: its 8 KiB default costs a lot through the stacked
+/// readers of an archive stream (decompressor, tar entry, size check).
+pub fn copy_large<R: Read + ?Sized, W: Write + ?Sized>(
+    r: &mut R,
+    w: &mut W,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; GZIP_BLOCK];
+    let mut total = 0;
+    loop {
+        let n = read_full(r, &mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
 
 /// Reads until `buf` is full or the input ends.
@@ -373,6 +410,42 @@ mod tests {
                 .unwrap();
             assert_eq!(back, data, "len {len}");
         }
+    }
+
+    #[test]
+    fn incompressible_data_is_stored_not_expanded() {
+        let mut x: u64 = 7;
+        let data: Vec<u8> = (0..3 * GZIP_BLOCK + 5)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut out = Vec::new();
+        gzip_parallel(
+            &data[..],
+            1,
+            4,
+            |_| {},
+            |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(
+            out.len() < data.len() + data.len() / 1000 + 64,
+            "{} for {}",
+            out.len(),
+            data.len()
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
     }
 
     #[test]

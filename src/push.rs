@@ -3,7 +3,9 @@
 //! blob and the manifest are stored and verified.
 
 use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
-use crate::compress::{detect, gzip_parallel, read_full, zstd_stream, Compression, Detected};
+use crate::compress::{
+    copy_large, detect, gzip_parallel, read_full, zstd_stream, Compression, Detected,
+};
 use crate::digest::{Digest, Hasher};
 use crate::image::{build_manifest, Config, Layer};
 use crate::reference::Reference;
@@ -235,7 +237,7 @@ impl LayerSink for PushSink {
         if let Some(d) = hint {
             if let Some(layer) = self.indexed(&d, target)? {
                 let mut h = Hasher::new();
-                std::io::copy(&mut data, &mut h)?;
+                copy_large(&mut data, &mut h)?;
                 let actual = h.finish();
                 if actual != d {
                     if entry.name_digest.is_some() {
@@ -269,7 +271,7 @@ impl LayerSink for PushSink {
                     hasher: Hasher::new(),
                     upload: self.begin(entry.name_digest, entry.size)?,
                 };
-                std::io::copy(&mut data, &mut out)?;
+                copy_large(&mut data, &mut out)?;
                 diff = out.hasher.clone();
                 self.finish(out)?
             }
