@@ -163,6 +163,11 @@ impl S3Driver {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_object(key).await?.map(|(body, _)| body))
+    }
+
+    /// The whole object and its ETag; None when it does not exist.
+    async fn get_object(&self, key: &str) -> Result<Option<(Bytes, Option<String>)>> {
         match self
             .client
             .get_object()
@@ -171,13 +176,15 @@ impl S3Driver {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(
-                out.body
+            Ok(out) => {
+                let etag = out.e_tag.clone();
+                let body = out
+                    .body
                     .collect()
                     .await
-                    .map_err(|e| body_err("GetObject", key, e))?
-                    .into_bytes(),
-            )),
+                    .map_err(|e| body_err("GetObject", key, e))?;
+                Ok(Some((body.into_bytes(), etag)))
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
             Err(e) => Err(err("GetObject", key, e)),
@@ -277,31 +284,12 @@ impl S3Driver {
 
     /// The object and its ETag, for a later [`S3Driver::put_if_match`].
     pub async fn get_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let etag = out.e_tag.clone().ok_or_else(|| {
-                    anyhow!(
-                        "S3 GetObject of {key:?} returned no ETag, needed for conditional writes"
-                    )
-                })?;
-                let body = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| body_err("GetObject", key, e))?
-                    .into_bytes();
-                Ok(Some((body, etag)))
+        match self.get_object(key).await? {
+            None => Ok(None),
+            Some((body, Some(etag))) => Ok(Some((body, etag))),
+            Some((_, None)) => {
+                bail!("S3 GetObject of {key:?} returned no ETag, needed for conditional writes")
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(err("GetObject", key, e)),
         }
     }
 
