@@ -441,13 +441,7 @@ fn docker_big_layer_s3s_gzip() {
         docker_rmi(&r);
         let pulled = format!("{}/{r}", reg.addr);
         images.add(&pulled);
-        check(tool("docker").args(["pull", "-q", &pulled]));
-        assert_eq!(
-            docker_inspect(&pulled).as_ref(),
-            Some(&before),
-            "docker pull {pulled}"
-        );
-        assert_eq!(docker_run(&pulled, &[]), out);
+        docker_pull_same(&pulled, &before, &out);
     }
 }
 
@@ -656,23 +650,11 @@ fn registry_serves(store: TestStore, start: impl FnOnce(&TestStore) -> Registry,
     // Uncompressed layers (`…rootfs.diff.tar`), again with no layer of the image present.
     let pulled_nc = format!("{}/{nc}", reg.addr);
     images.add(&pulled_nc);
-    check(tool("docker").args(["pull", "-q", &pulled_nc]));
-    assert_eq!(
-        docker_inspect(&pulled_nc).as_ref(),
-        Some(&before),
-        "docker pull {pulled_nc}"
-    );
-    assert_eq!(docker_run(&pulled_nc, &[]), msg);
+    docker_pull_same(&pulled_nc, &before, &msg);
     docker_rmi(&pulled_nc);
     let pulled = format!("{}/{gz}", reg.addr);
     images.add(&pulled);
-    check(tool("docker").args(["pull", "-q", &pulled]));
-    assert_eq!(
-        docker_inspect(&pulled).as_ref(),
-        Some(&before),
-        "docker pull {pulled}"
-    );
-    assert_eq!(docker_run(&pulled, &[]), msg);
+    docker_pull_same(&pulled, &before, &msg);
 }
 
 #[test]

@@ -271,8 +271,9 @@ pub struct ArchiveSummary {
     pub layer_diff_ids: Vec<String>,
 }
 
-pub fn summarize_archive(data: &[u8]) -> Vec<ArchiveSummary> {
-    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+/// Every regular file of a tar, by path.
+pub fn tar_files(data: &[u8]) -> HashMap<String, Vec<u8>> {
+    let mut files = HashMap::new();
     let mut ar = tar::Archive::new(data);
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
@@ -283,6 +284,11 @@ pub fn summarize_archive(data: &[u8]) -> Vec<ArchiveSummary> {
             files.insert(p, v);
         }
     }
+    files
+}
+
+pub fn summarize_archive(data: &[u8]) -> Vec<ArchiveSummary> {
+    let files = tar_files(data);
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     manifest
         .as_array()
@@ -334,17 +340,9 @@ pub fn decompress(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The layer media types in an archive's index.json-referenced manifest (first image).
+/// The layer files of the first image in an archive's `manifest.json`, as written.
 pub fn archive_layer_files(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut ar = tar::Archive::new(data);
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        let p = e.path().unwrap().to_string_lossy().into_owned();
-        let mut v = Vec::new();
-        e.read_to_end(&mut v).unwrap();
-        files.insert(p, v);
-    }
+    let files = tar_files(data);
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     manifest[0]["Layers"]
         .as_array()

@@ -6,7 +6,6 @@
 
 use crate::common::*;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -233,6 +232,18 @@ pub fn docker_rmi(r: &str) {
 }
 
 /// `docker run --rm --network none IMG ARGS...`, stdout.
+/// `docker pull` from a registry, then the pulled image must have the same ID and
+/// layers as `before` and print `output` when run.
+pub fn docker_pull_same(pulled: &str, before: &ImageInfo, output: &str) {
+    check(tool("docker").args(["pull", "-q", pulled]));
+    assert_eq!(
+        docker_inspect(pulled).as_ref(),
+        Some(before),
+        "docker pull {pulled}"
+    );
+    assert_eq!(docker_run(pulled, &[]), output);
+}
+
 pub fn docker_run(r: &str, args: &[&str]) -> String {
     stdout(&check(
         tool("docker")
@@ -609,21 +620,6 @@ impl Podman {
 }
 
 // ------------------------------------------------------------------ archives
-
-pub fn tar_files(data: &[u8]) -> HashMap<String, Vec<u8>> {
-    let mut files = HashMap::new();
-    let mut ar = tar::Archive::new(data);
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.header().entry_type().is_file() {
-            let p = e.path().unwrap().to_string_lossy().into_owned();
-            let mut v = Vec::new();
-            e.read_to_end(&mut v).unwrap();
-            files.insert(p, v);
-        }
-    }
-    files
-}
 
 /// One image of an OCI image layout, read through `index.json` (not `manifest.json`).
 #[derive(Debug, Clone, PartialEq)]
