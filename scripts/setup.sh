@@ -23,7 +23,10 @@ trap on_exit EXIT
 
 S3DOCK_VENV="${S3DOCK_VENV:-$HOME/.cache/s3dock/moto-venv}"
 S3S_FS_VERSION="0.14.1"
-MOTO_SPEC='moto[server]>=5,<6'
+# moto 5.2 serializes ListParts with the root element ListPartsResponse instead of S3's
+# ListPartsResult, which aws-sdk-s3 (rightly) rejects; 5.1.22 answers like S3.
+MOTO_VERSION='5.1.22'
+MOTO_SPEC="moto[server]==$MOTO_VERSION"
 AWSCLI_SPEC='awscli>=1.29,<2'   # pip awscli v1: has s3api put-object --if-none-match/--if-match
 
 APT_PACKAGES=(
@@ -103,9 +106,9 @@ fi
 # ---------------------------------------------------------------- moto venv
 venv_ok() {
   [ -x "$S3DOCK_VENV/bin/python" ] && [ -x "$S3DOCK_VENV/bin/moto_server" ] && [ -x "$S3DOCK_VENV/bin/aws" ] \
-    && "$S3DOCK_VENV/bin/python" - <<'EOF' >/dev/null 2>&1
+    && "$S3DOCK_VENV/bin/python" - <<EOF >/dev/null 2>&1
 import importlib.metadata as md, boto3, moto, flask  # noqa: F401  (flask: moto[server])
-assert md.version("moto").split(".")[0] == "5"
+assert md.version("moto") == "$MOTO_VERSION"
 assert md.version("awscli").split(".")[0] == "1"
 EOF
 }

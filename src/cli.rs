@@ -155,6 +155,10 @@ pub struct PushArgs {
     /// Do not use the store's diff_id index to skip layers already stored
     #[arg(long)]
     pub no_index: bool,
+    /// Upload every part again instead of continuing the multipart uploads an
+    /// interrupted push left open
+    #[arg(long)]
+    pub no_resume: bool,
     /// Refuse to replace a tag that already exists
     #[arg(long)]
     pub no_clobber: bool,
@@ -448,6 +452,7 @@ async fn run_push(g: &Global, a: PushArgs) -> Result<()> {
         level: a.level,
         platform: a.platform.unwrap_or_else(host_platform),
         use_index: !a.no_index,
+        resume: !a.no_resume,
     };
     let start = Instant::now();
     let pushed = push(
@@ -470,6 +475,7 @@ async fn run_push(g: &Global, a: PushArgs) -> Result<()> {
         "layers": stats.layers.load(Ordering::Relaxed),
         "bytes_read": read,
         "bytes_uploaded": stats.bytes_uploaded.load(Ordering::Relaxed),
+        "bytes_resumed": stats.bytes_resumed.load(Ordering::Relaxed),
         "blobs_skipped": stats.blobs_skipped.load(Ordering::Relaxed),
         "seconds": secs,
         "store": store.display,
@@ -482,11 +488,17 @@ async fn run_push(g: &Global, a: PushArgs) -> Result<()> {
             eprintln!("pushed {} {}", p.reference, p.manifest_digest);
         }
         release::report_push(&ctx, &recorded);
+        let resumed = stats.bytes_resumed.load(Ordering::Relaxed);
         eprintln!(
-            "{} layers, read {}, uploaded {}, {} blobs skipped, {:.1}s, {}/s",
+            "{} layers, read {}, uploaded {}{}, {} blobs skipped, {:.1}s, {}/s",
             summary["layers"],
             human_bytes(read),
             human_bytes(stats.bytes_uploaded.load(Ordering::Relaxed)),
+            if resumed > 0 {
+                format!(" (and {} resumed)", human_bytes(resumed))
+            } else {
+                String::new()
+            },
             summary["blobs_skipped"],
             secs,
             human_bytes((read as f64 / secs.max(1e-3)) as u64)

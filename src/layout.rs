@@ -96,9 +96,15 @@ impl Layout {
         self.join(&format!("s3dock/index/v1id/{v1_id}.json"))
     }
 
-    /// Temporary objects for blobs whose digest is known only once written.
-    pub fn temp(&self, name: &str) -> String {
-        self.join(&format!("s3dock/tmp/{name}"))
+    /// Temporary objects for blobs whose digest is known only once written. `group`
+    /// names what is being written (same input, same settings), so an upload an
+    /// interrupted push left open can be found under [`Layout::temp_group`] and continued.
+    pub fn temp(&self, group: &str, id: &str) -> String {
+        self.join(&format!("s3dock/tmp/{group}.{id}"))
+    }
+
+    pub fn temp_group(&self, group: &str) -> String {
+        self.join(&format!("s3dock/tmp/{group}."))
     }
 
     pub fn temp_prefix(&self) -> String {

@@ -26,6 +26,8 @@ pub struct PushOptions {
     pub platform: String,
     /// Use the store's diff_id index to skip compressing layers it already holds.
     pub use_index: bool,
+    /// Continue multipart uploads that interrupted pushes left open.
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -126,13 +128,19 @@ impl PushSink {
         .flatten()
     }
 
-    fn begin(&self, known: Option<Digest>, size_hint: u64) -> Result<Option<BlobUpload>> {
+    /// `group` names the output when its digest is not known up front (see `Layout::temp`).
+    fn begin(
+        &self,
+        known: Option<Digest>,
+        group: Option<String>,
+        size_hint: u64,
+    ) -> Result<Option<BlobUpload>> {
         if let Some(d) = known {
             if self.block_on(self.store.blob_size(&d))?.is_some() {
                 return Ok(None);
             }
         }
-        Ok(Some(self.uploader.begin(known, size_hint)))
+        Ok(Some(self.uploader.begin(known, group, size_hint)))
     }
 
     /// Ends a layer's output; the upload, if any, completes in the background.
@@ -195,7 +203,7 @@ impl LayerSink for PushSink {
             };
             let mut out = Output {
                 hasher: Hasher::new(),
-                upload: self.begin(entry.name_digest, entry.size)?,
+                upload: self.begin(entry.name_digest, None, entry.size)?,
             };
             let diff = crate::compress::DiffIdHasher::new(compression);
             let mut buf = vec![0u8; 1 << 20];
@@ -264,12 +272,19 @@ impl LayerSink for PushSink {
 
         let mut diff = Hasher::new();
         let level = self.opts.level.unwrap_or(target.default_level());
+        // The layer's identity in the archive (its digest, or its v1 ID) and the settings
+        // name what this push compresses, so a later push can continue its upload.
+        let group = entry
+            .name_digest
+            .map(|d| d.hex())
+            .or(entry.v1_id.map(str::to_string))
+            .map(|id| format!("{}-{}{level}", &id[..id.len().min(32)], target.name()));
         let threads = rayon::current_num_threads();
         let (digest, size, upload) = match target {
             Compression::None => {
                 let mut out = Output {
                     hasher: Hasher::new(),
-                    upload: self.begin(entry.name_digest, entry.size)?,
+                    upload: self.begin(entry.name_digest, group.clone(), entry.size)?,
                 };
                 copy_large(&mut data, &mut out)?;
                 diff = out.hasher.clone();
@@ -278,7 +293,7 @@ impl LayerSink for PushSink {
             Compression::Gzip => {
                 let mut out = Output {
                     hasher: Hasher::new(),
-                    upload: self.begin(None, entry.size)?,
+                    upload: self.begin(None, group.clone(), entry.size)?,
                 };
                 gzip_parallel(
                     &mut data,
@@ -292,7 +307,7 @@ impl LayerSink for PushSink {
             Compression::Zstd => {
                 let mut out = Output {
                     hasher: Hasher::new(),
-                    upload: self.begin(None, entry.size)?,
+                    upload: self.begin(None, group.clone(), entry.size)?,
                 };
                 zstd_stream(
                     &mut data,
@@ -387,7 +402,7 @@ pub async fn push<R: Read + Send + 'static>(
 ) -> Result<Vec<PushedImage>> {
     let mut sink = PushSink {
         store: store.clone(),
-        uploader: store.uploader(),
+        uploader: store.uploader().resume(opts.resume),
         rt: tokio::runtime::Handle::current(),
         opts: opts.clone(),
         stats: stats.clone(),
@@ -406,8 +421,12 @@ pub async fn push<R: Read + Send + 'static>(
     for h in sink.pending.drain(..) {
         match h.await? {
             Ok(o) => {
-                let uploaded = o.map_or(0, |o| o.uploaded);
-                stats.bytes_uploaded.fetch_add(uploaded, Ordering::Relaxed);
+                if let Some(o) = o {
+                    stats
+                        .bytes_uploaded
+                        .fetch_add(o.uploaded, Ordering::Relaxed);
+                    stats.bytes_resumed.fetch_add(o.resumed, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 failure.get_or_insert(e);

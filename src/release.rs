@@ -661,6 +661,7 @@ pub async fn build(g: &Global, a: BuildArgs) -> Result<()> {
             level: a.level,
             platform: a.platform.clone().unwrap_or_else(host_platform),
             use_index: true,
+            resume: true,
         };
         let stats = Arc::new(Stats::default());
         let pushed = push(

@@ -8,6 +8,8 @@ pub struct Stats {
     pub layers: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_uploaded: AtomicU64,
+    /// Bytes found already uploaded by an interrupted push.
+    pub bytes_resumed: AtomicU64,
     pub bytes_downloaded: AtomicU64,
     pub blobs_skipped: AtomicU64,
 }

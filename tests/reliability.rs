@@ -327,6 +327,25 @@ impl Feeder {
         pause_at: Option<u64>,
         rate: Option<u64>,
     ) -> Feeder {
+        Feeder::spawn(child, path, pause_at, rate, false)
+    }
+
+    /// Feeds up to `hold_at`, then waits for [`Feeder::release`] and feeds the rest.
+    fn start_held(child: &mut Child, path: &Path, hold_at: u64) -> Feeder {
+        Feeder::spawn(child, path, Some(hold_at), None, true)
+    }
+
+    fn release(&self) {
+        self.release.store(true, Ordering::SeqCst);
+    }
+
+    fn spawn(
+        child: &mut Child,
+        path: &Path,
+        mut pause_at: Option<u64>,
+        rate: Option<u64>,
+        then_continue: bool,
+    ) -> Feeder {
         let mut stdin = child.stdin.take().unwrap();
         let mut f = std::fs::File::open(path).unwrap();
         let fed = Arc::new(AtomicU64::new(0));
@@ -342,6 +361,10 @@ impl Feeder {
                     if done >= p {
                         while !rel.load(Ordering::SeqCst) {
                             std::thread::sleep(Duration::from_millis(5));
+                        }
+                        if then_continue {
+                            pause_at = None;
+                            continue;
                         }
                         // Released: stop feeding and close stdin.
                         return;
@@ -872,6 +895,172 @@ fn cleanup_removes_temporary_objects_after_kills() {
             None,
         );
         assert!(s["images"][0]["manifest_digest"].is_string());
+    }
+}
+
+/// Parts stored so far in each open multipart upload under the store's prefix (moto).
+fn open_upload_parts(store: &TestStore) -> Vec<usize> {
+    let (endpoint, bucket, prefix) = store.s3.as_ref().unwrap();
+    let out = python(&format!(
+        "import boto3\nc=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
+         for u in c.list_multipart_uploads(Bucket='{bucket}',Prefix='{prefix}/').get('Uploads',[]):\n    \
+             print(len(c.list_parts(Bucket='{bucket}',Key=u['Key'],UploadId=u['UploadId']).get('Parts',[])))\n"
+    ));
+    out.lines().map(|l| l.parse().unwrap()).collect()
+}
+
+/// Waits until some open upload holds at least `n` parts; panics after a minute.
+fn wait_for_stored_parts(store: &TestStore, n: usize) -> usize {
+    let start = Instant::now();
+    loop {
+        if let Some(&m) = open_upload_parts(store).iter().max() {
+            if m >= n {
+                return m;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no upload reached {n} parts"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const RESUME_PUSH: &[&str] = &["--compression", "gzip", "--part-size", "5MiB"];
+
+/// Starts a push of `archive` to `reference` fed from stdin up to `hold_at` bytes.
+fn held_push(
+    store: &TestStore,
+    archive: &Path,
+    hold_at: u64,
+    reference: &str,
+    extra: &[&str],
+) -> (Child, Feeder) {
+    let mut child = store
+        .cmd()
+        .args(["push", "-q", "--json"])
+        .args(RESUME_PUSH)
+        .args(extra)
+        .arg(reference)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let feeder = Feeder::start_held(&mut child, archive, hold_at);
+    (child, feeder)
+}
+
+/// A push killed in the middle of a layer leaves its multipart upload open; the next
+/// push of the same archive continues it, sending only the parts not stored yet (same
+/// size and MD5 as its own), and leaves no upload open. `--no-resume` sends them all.
+#[test]
+fn sigkill_mid_layer_then_repush_continues_the_upload() {
+    let Some(store) = TestStore::s3("moto") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, resume) in [true, false].into_iter().enumerate() {
+        // One 128 MiB layer (a quarter random): about 8 gzip parts of 5 MiB.
+        let archive = tmp.path().join(format!("resume{i}.tar"));
+        let reference = format!("m/r{i}:1");
+        generate_archive_file(&archive, &mib_layers(&[128], 40 + i as u64), &reference);
+        let total = std::fs::metadata(&archive).unwrap().len();
+        let (mut child, feeder) = held_push(&store, &archive, total * 7 / 10, &reference, &[]);
+        let parts = wait_for_stored_parts(&store, 4);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(feeder);
+        assert!(!store.visible_tags().contains(&reference));
+        let stored = *open_upload_parts(&store).iter().max().unwrap() as u64;
+        assert!(stored >= parts as u64);
+
+        let mut args = RESUME_PUSH.to_vec();
+        if !resume {
+            args.push("--no-resume");
+        }
+        args.extend(["-i", archive.to_str().unwrap(), &reference]);
+        let s = store.push_json(&args, None);
+        let (uploaded, resumed) = (
+            s["bytes_uploaded"].as_u64().unwrap(),
+            s["bytes_resumed"].as_u64().unwrap(),
+        );
+        let layer = s["images"][0]["layers"][0]["size"].as_u64().unwrap();
+        eprintln!(
+            "resume={resume}: {stored} parts stored before the kill; re-push uploaded {} MiB, resumed {} MiB of a {} MiB layer",
+            uploaded >> 20,
+            resumed >> 20,
+            layer >> 20
+        );
+        if resume {
+            assert_eq!(resumed, stored * 5 * MIB, "every stored part is reused");
+            assert_eq!(uploaded + resumed, layer);
+            assert!(open_upload_parts(&store).is_empty(), "upload left open");
+        } else {
+            assert_eq!(resumed, 0);
+            assert_eq!(uploaded, layer);
+            // The killed push's upload stays for `cleanup`.
+            assert_eq!(open_upload_parts(&store).len(), 1);
+            store.ok(&["cleanup", "--older-than", "0s"], None);
+            assert!(open_upload_parts(&store).is_empty());
+        }
+        assert!(temp_keys(&store).is_empty(), "{:?}", temp_keys(&store));
+        pull_and_verify(
+            &store,
+            &reference,
+            s["images"][0]["manifest_digest"].as_str().unwrap(),
+        );
+    }
+}
+
+/// A push that starts while another is in the middle of the same layer continues the
+/// other's upload. Whichever completes it stores the blob; the other finds the upload
+/// gone, waits for the blob, and succeeds too. Nothing is left open.
+#[test]
+fn concurrent_pushes_sharing_one_upload_both_succeed() {
+    let Some(store) = TestStore::s3("moto") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("shared.tar");
+    generate_archive_file(&archive, &mib_layers(&[128], 50), "m/s:1");
+    let total = std::fs::metadata(&archive).unwrap().len();
+    // Push A stops reading at 60 % (its upload open, some parts stored) ...
+    let (child, feeder) = held_push(
+        &store,
+        &archive,
+        total * 6 / 10,
+        "m/s:a",
+        &["--retries", "2"],
+    );
+    wait_for_stored_parts(&store, 3);
+    // ... push B continues A's upload and completes it ...
+    let mut args = RESUME_PUSH.to_vec();
+    args.extend(["-i", archive.to_str().unwrap(), "m/s:b"]);
+    let b = store.push_json(&args, None);
+    assert!(b["bytes_resumed"].as_u64().unwrap() >= 3 * 5 * MIB, "{b}");
+    // ... then A reads on: its next part finds the upload gone, and it waits for B's blob.
+    feeder.release();
+    let out = wait_with_timeout(child, Duration::from_secs(120), "push A");
+    drop(feeder);
+    assert!(
+        out.status.success(),
+        "push A: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        a["images"][0]["manifest_digest"],
+        b["images"][0]["manifest_digest"]
+    );
+    assert!(open_upload_parts(&store).is_empty(), "upload left open");
+    assert!(temp_keys(&store).is_empty(), "{:?}", temp_keys(&store));
+    for r in ["m/s:a", "m/s:b"] {
+        pull_and_verify(
+            &store,
+            r,
+            a["images"][0]["manifest_digest"].as_str().unwrap(),
+        );
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::{Driver, Store};
 use anyhow::{Context, Result};
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -73,46 +72,18 @@ pub async fn cleanup(store: &Store, older_than: Duration, dry_run: bool) -> Resu
                     }
                 }
             }
-            // ListMultipartUploads has no paginator in the SDK: follow the markers by hand.
-            let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
-            loop {
-                let page = c
-                    .list_multipart_uploads()
-                    .bucket(&d.bucket)
-                    .prefix(store.layout.root_prefix())
-                    .set_key_marker(key_marker.take())
-                    .set_upload_id_marker(id_marker.take())
-                    .send()
-                    .await;
-                let page = match page {
-                    Ok(p) => p,
-                    Err(e) if matches!(e.code(), Some("NotImplemented")) => {
-                        tracing::warn!("this S3 server cannot list multipart uploads; incomplete uploads were not checked");
-                        break;
-                    }
-                    Err(e) => {
-                        return Err(anyhow::anyhow!(
-                            "cannot list multipart uploads: {}",
-                            aws_sdk_s3::error::DisplayErrorContext(e)
-                        ))
-                    }
-                };
-                for u in page.uploads() {
-                    let started = u.initiated().and_then(|t| SystemTime::try_from(*t).ok());
-                    if let (Some(k), Some(id), true) =
-                        (u.key(), u.upload_id(), old(started, cutoff))
-                    {
+            match store.driver.list_uploads(&store.layout.root_prefix()).await? {
+                None => tracing::warn!(
+                    "this S3 server cannot list multipart uploads; incomplete uploads were not checked"
+                ),
+                Some(uploads) => {
+                    for u in uploads.into_iter().filter(|u| old(u.initiated, cutoff)) {
                         report.incomplete_uploads += 1;
                         if !dry_run {
-                            store.driver.abort_upload(k, id).await?;
+                            store.driver.abort_upload(&u.key, &u.id).await?;
                         }
                     }
                 }
-                if page.is_truncated() != Some(true) {
-                    break;
-                }
-                key_marker = page.next_key_marker().map(str::to_string);
-                id_marker = page.next_upload_id_marker().map(str::to_string);
             }
         }
     }

@@ -29,6 +29,27 @@ pub struct PartTag {
     pub etag: String,
 }
 
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone)]
+pub struct OpenUpload {
+    pub key: String,
+    pub id: String,
+    pub initiated: Option<std::time::SystemTime>,
+}
+
+/// A part already stored in an open upload.
+#[derive(Debug, Clone)]
+pub struct StoredPart {
+    pub number: i32,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// Completing an upload found it gone: another push continued and finished it.
+#[derive(Debug, thiserror::Error)]
+#[error("the multipart upload of {0:?} no longer exists (another push completed or aborted it)")]
+pub struct UploadGone(pub String);
+
 /// Settings passed through to S3.
 #[derive(Debug, Clone, Default)]
 pub struct S3Options {
@@ -158,6 +179,26 @@ impl Driver {
         match self {
             Driver::Fs(d) => d.abort_upload(id).await,
             Driver::S3(d) => d.abort_upload(key, id).await,
+        }
+    }
+    /// Open multipart uploads under `prefix`; None when the store cannot list them
+    /// (a directory store, whose uploads are private temp files, or some S3 servers).
+    pub async fn list_uploads(&self, prefix: &str) -> Result<Option<Vec<OpenUpload>>> {
+        match self {
+            Driver::Fs(_) => Ok(None),
+            Driver::S3(d) => d.list_uploads(prefix).await,
+        }
+    }
+    pub async fn upload_exists(&self, key: &str, id: &str) -> Result<bool> {
+        match self {
+            Driver::Fs(_) => Ok(true),
+            Driver::S3(d) => d.upload_exists(key, id).await,
+        }
+    }
+    pub async fn list_parts(&self, key: &str, id: &str) -> Result<Vec<StoredPart>> {
+        match self {
+            Driver::Fs(_) => Ok(Vec::new()),
+            Driver::S3(d) => d.list_parts(key, id).await,
         }
     }
     pub async fn move_object(&self, from: &str, to: &str, size: u64, jobs: usize) -> Result<()> {

@@ -1,7 +1,7 @@
 //! S3 driver on aws-sdk-s3: the full aws-config credential chain, custom
 //! endpoints (S3-compatible servers) and path-style addressing.
 
-use super::{ObjectInfo, PartTag, S3Options};
+use super::{ObjectInfo, OpenUpload, PartTag, S3Options, StoredPart, UploadGone};
 use anyhow::{anyhow, bail, Result};
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -70,6 +70,17 @@ where
         _ => source_chain(&e),
     };
     anyhow!("S3 {op} of {key:?} failed: {what}")
+}
+
+/// NoSuchUpload means another push sharing this upload completed (or aborted) it.
+fn gone_or<E>(e: SdkError<E>, op: &str, key: &str) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match e.code() {
+        Some("NoSuchUpload") => UploadGone(key.to_string()).into(),
+        _ => err(op, key, e),
+    }
 }
 
 /// Exponential backoff with full jitter, as the SDK's standard retry strategy does.
@@ -337,6 +348,11 @@ impl S3Driver {
         (&self.sdk, self.opts.endpoint.as_deref())
     }
 
+    /// Whether a part's ETag is its MD5, which resuming uploads relies on: not under SSE-KMS.
+    pub fn part_etag_is_md5(&self) -> bool {
+        !self.opts.sse.as_deref().is_some_and(|s| s.contains("kms"))
+    }
+
     pub async fn create_upload(&self, key: &str) -> Result<String> {
         let mut req = self
             .client
@@ -369,7 +385,7 @@ impl S3Driver {
             .body(ByteStream::from(data))
             .send()
             .await
-            .map_err(|e| err("UploadPart", key, e))?;
+            .map_err(|e| gone_or(e, "UploadPart", key))?;
         Ok(PartTag {
             etag: out.e_tag.unwrap_or_default(),
         })
@@ -398,8 +414,100 @@ impl S3Driver {
             )
             .send()
             .await
-            .map_err(|e| err("CompleteMultipartUpload", key, e))?;
+            .map_err(|e| gone_or(e, "CompleteMultipartUpload", key))?;
         Ok(())
+    }
+
+    /// Incomplete multipart uploads whose key starts with `prefix`; None when the server
+    /// cannot list them. (The SDK has no paginator for this call: follow the markers.)
+    pub async fn list_uploads(&self, prefix: &str) -> Result<Option<Vec<OpenUpload>>> {
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        let mut found = Vec::new();
+        loop {
+            let page = match self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e) if matches!(e.code(), Some("NotImplemented")) => return Ok(None),
+                Err(e) => return Err(err("ListMultipartUploads", prefix, e)),
+            };
+            for u in page.uploads() {
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    found.push(OpenUpload {
+                        key: key.to_string(),
+                        id: id.to_string(),
+                        initiated: u
+                            .initiated()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(Some(found));
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+    }
+
+    /// Whether an upload is still open (not completed or aborted).
+    pub async fn upload_exists(&self, key: &str, id: &str) -> Result<bool> {
+        match self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .max_parts(1)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(false),
+            Err(e) => Err(err("ListParts", key, e)),
+        }
+    }
+
+    /// The parts an incomplete upload holds so far.
+    pub async fn list_parts(&self, key: &str, id: &str) -> Result<Vec<StoredPart>> {
+        let mut parts = Vec::new();
+        let mut marker = None::<String>;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| err("ListParts", key, e))?;
+            for p in page.parts() {
+                if let (Some(number), Some(size), Some(etag)) =
+                    (p.part_number(), p.size(), p.e_tag())
+                {
+                    parts.push(StoredPart {
+                        number,
+                        size: size as u64,
+                        etag: etag.to_string(),
+                    });
+                }
+            }
+            // Follow IsTruncated, not just the marker: moto always sends one.
+            match page.next_part_number_marker() {
+                Some(m) if page.is_truncated() == Some(true) => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        Ok(parts)
     }
 
     pub async fn abort_upload(&self, key: &str, id: &str) -> Result<()> {

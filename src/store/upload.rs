@@ -4,13 +4,25 @@
 //! A blob goes straight to its final key when its digest is known up front, and
 //! is completed only after the digest matches; otherwise it lands under a temp key
 //! and is moved once the digest is known. Blobs of one part are a single PUT.
+//!
+//! Resume: a killed push leaves its multipart upload open. Uploads are keyed so the
+//! next push of the same content finds it (the final key, or a temp key named after
+//! the input and settings) and skips every part whose size and MD5 (the part's ETag)
+//! match what it is about to send. Sharing an upload with a push still running is
+//! safe: a part is re-sent only if its bytes differ, CompleteMultipartUpload checks
+//! every part's ETag (so mixed content fails instead of being stored), and whoever
+//! completes second finds the upload gone and waits for the blob instead.
 
-use super::{inflight, Driver, PartTag};
+use super::{inflight, Driver, PartTag, StoredPart, UploadGone};
 use crate::digest::Digest;
 use crate::layout::Layout;
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
+use md5::{Digest as _, Md5};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -25,6 +37,7 @@ pub struct Uploader {
     permits: Arc<Semaphore>,
     jobs: usize,
     part_size: u64,
+    resume: bool,
     rt: tokio::runtime::Handle,
 }
 
@@ -34,6 +47,8 @@ pub struct UploadOutcome {
     pub size: u64,
     /// Bytes sent to the store (0 when another writer stored the blob first).
     pub uploaded: u64,
+    /// Bytes an interrupted push had already uploaded, reused instead of sent again.
+    pub resumed: u64,
 }
 
 enum Msg {
@@ -49,6 +64,7 @@ impl Uploader {
             permits: Arc::new(Semaphore::new(jobs.max(1))),
             jobs: jobs.max(1),
             part_size: part_size.max(5 * MIB),
+            resume: false,
             rt: tokio::runtime::Handle::current(),
         }
     }
@@ -60,14 +76,28 @@ impl Uploader {
         self.part_size.max(needed) as usize
     }
 
-    /// Starts an upload. `known` is the digest the content must have, if known up front.
-    pub fn begin(&self, known: Option<Digest>, size_hint: u64) -> BlobUpload {
+    /// Whether to continue uploads that interrupted pushes left open (default: no).
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on && matches!(&*self.driver, super::Driver::S3(d) if d.part_etag_is_md5());
+        self
+    }
+
+    /// Starts an upload. `known` is the digest the content must have, if known up front;
+    /// otherwise `group` names the content (input digest and settings) for resuming.
+    pub fn begin(
+        &self,
+        known: Option<Digest>,
+        group: Option<String>,
+        size_hint: u64,
+    ) -> BlobUpload {
         let (tx, rx) = mpsc::channel(1);
         let part_size = self.part_size_for(size_hint);
         let task = Task {
             up: self.clone(),
             known,
+            group,
             part_size: part_size as u64,
+            resumed: Arc::new(AtomicU64::new(0)),
         };
         let join = self.rt.spawn(task.run(rx));
         BlobUpload {
@@ -142,23 +172,32 @@ impl Drop for BlobUpload {
 struct Task {
     up: Uploader,
     known: Option<Digest>,
+    group: Option<String>,
     part_size: u64,
+    /// Bytes of parts found already stored.
+    resumed: Arc<AtomicU64>,
 }
 
 struct Multipart {
     key: String,
     id: String,
+    /// Parts an interrupted push stored in this upload, by number.
+    stored: HashMap<i32, StoredPart>,
     parts: Vec<JoinHandle<Result<PartTag>>>,
-    _tracked: inflight::Guard,
+    /// Set once a part found the upload gone: the rest are not sent.
+    gone: Arc<AtomicBool>,
+    /// Started by this push (not continued): aborted if this push fails or is stopped.
+    /// A continued upload stays open for the next push, or for a push still using it.
+    owned: bool,
+    _tracked: Option<inflight::Guard>,
 }
+
+/// How long a push whose upload another push completed waits for that push to store the blob.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(600);
 
 impl Task {
     async fn run(self, mut rx: mpsc::Receiver<Msg>) -> Result<UploadOutcome> {
         let driver = self.up.driver.clone();
-        let key = match &self.known {
-            Some(d) => self.up.layout.blob_data(d),
-            None => self.up.layout.temp(&uuid::Uuid::new_v4().to_string()),
-        };
         let mut first: Option<Bytes> = None;
         let mut mp: Option<Multipart> = None;
         let result = async {
@@ -170,14 +209,7 @@ impl Task {
                             continue;
                         }
                         if mp.is_none() {
-                            let id = driver.create_upload(&key).await?;
-                            let _tracked = inflight::track(&driver, &key, Some(&id));
-                            mp = Some(Multipart {
-                                key: key.clone(),
-                                id,
-                                parts: Vec::new(),
-                                _tracked,
-                            });
+                            mp = Some(self.open().await?);
                             let f = first.take().expect("first part");
                             self.spawn_part(mp.as_mut().unwrap(), f).await;
                         }
@@ -196,10 +228,88 @@ impl Task {
                 for h in &m.parts {
                     h.abort();
                 }
-                let _ = driver.abort_upload(&m.key, &m.id).await;
+                if m.owned {
+                    let _ = driver.abort_upload(&m.key, &m.id).await;
+                }
             }
         }
         result
+    }
+
+    /// Continues an upload an interrupted push left open, or starts a new one.
+    async fn open(&self) -> Result<Multipart> {
+        let driver = &self.up.driver;
+        let layout = &self.up.layout;
+        let (key, prefix) = match (&self.known, &self.group) {
+            (Some(d), _) => (layout.blob_data(d), Some(layout.blob_data(d))),
+            (None, g) => (
+                layout.temp(
+                    g.as_deref().unwrap_or("any"),
+                    &uuid::Uuid::new_v4().simple().to_string(),
+                ),
+                g.as_deref().map(|g| layout.temp_group(g)),
+            ),
+        };
+        if let (true, Some(prefix)) = (self.up.resume, prefix) {
+            match self.find_open(&prefix).await {
+                Ok(Some((key, id, stored))) => {
+                    let bytes: u64 = stored.values().map(|p| p.size).sum();
+                    tracing::info!(
+                        "continuing an interrupted upload of {key}: {} parts ({bytes} bytes) already stored",
+                        stored.len()
+                    );
+                    return Ok(Multipart {
+                        key,
+                        id,
+                        stored,
+                        parts: Vec::new(),
+                        gone: Default::default(),
+                        owned: false,
+                        _tracked: None,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("not resuming: {e:#}"),
+            }
+        }
+        let id = driver.create_upload(&key).await?;
+        let _tracked = Some(inflight::track(driver, &key, Some(&id)));
+        Ok(Multipart {
+            key,
+            id,
+            stored: HashMap::new(),
+            parts: Vec::new(),
+            gone: Default::default(),
+            owned: true,
+            _tracked,
+        })
+    }
+
+    /// The open upload under `prefix` with the most stored parts, if any has one.
+    async fn find_open(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(String, String, HashMap<i32, StoredPart>)>> {
+        let driver = &self.up.driver;
+        let Some(mut open) = driver.list_uploads(prefix).await? else {
+            return Ok(None);
+        };
+        // Newest first; a few candidates are plenty (older ones are for `cleanup`).
+        open.sort_by_key(|u| std::cmp::Reverse(u.initiated));
+        let mut best: Option<(String, String, HashMap<i32, StoredPart>)> = None;
+        for u in open.into_iter().take(3) {
+            let parts: HashMap<i32, StoredPart> = driver
+                .list_parts(&u.key, &u.id)
+                .await?
+                .into_iter()
+                .filter(|p| !p.etag.is_empty())
+                .map(|p| (p.number, p))
+                .collect();
+            if !parts.is_empty() && best.as_ref().is_none_or(|b| parts.len() > b.2.len()) {
+                best = Some((u.key, u.id, parts));
+            }
+        }
+        Ok(best)
     }
 
     async fn spawn_part(&self, mp: &mut Multipart, data: Bytes) {
@@ -213,8 +323,43 @@ impl Task {
         let (driver, key, id) = (self.up.driver.clone(), mp.key.clone(), mp.id.clone());
         let number = mp.parts.len() as i32 + 1;
         let part_size = self.part_size;
+        let stored = mp
+            .stored
+            .remove(&number)
+            .filter(|p| p.size == data.len() as u64);
+        let resumed = self.resumed.clone();
+        let gone = mp.gone.clone();
         mp.parts.push(tokio::spawn(async move {
-            let r = driver.upload_part(&key, &id, number, part_size, data).await;
+            if gone.load(Ordering::Relaxed) {
+                return Err(UploadGone(key).into());
+            }
+            let data = match stored {
+                Some(p) => {
+                    // ETags of plain and SSE-S3 parts are their MD5; others never match.
+                    let (md5, data) = tokio::task::spawn_blocking(move || {
+                        (hex::encode(Md5::digest(&data)), data)
+                    })
+                    .await?;
+                    let same = p.etag.trim_matches('"').eq_ignore_ascii_case(&md5);
+                    if same {
+                        resumed.fetch_add(p.size, Ordering::Relaxed);
+                        return Ok(PartTag { etag: p.etag });
+                    }
+                    data
+                }
+                None => data,
+            };
+            let r = match driver.upload_part(&key, &id, number, part_size, data).await {
+                // Some servers answer a part for a completed upload with a 500, not NoSuchUpload.
+                Err(e) if !e.is::<UploadGone>() => match driver.upload_exists(&key, &id).await {
+                    Ok(false) => Err(UploadGone(key).into()),
+                    _ => Err(e),
+                },
+                r => r,
+            };
+            if r.as_ref().is_err_and(|e| e.is::<UploadGone>()) {
+                gone.store(true, Ordering::Relaxed);
+            }
             drop(permit);
             r
         }));
@@ -232,23 +377,22 @@ impl Task {
                 bail!("content does not match its digest: expected {k}, got {digest}");
             }
         }
+        let resumed = self.resumed.load(Ordering::Relaxed);
+        let outcome = |uploaded| UploadOutcome {
+            digest,
+            size,
+            uploaded,
+            resumed,
+        };
         let driver = &self.up.driver;
         let final_key = self.up.layout.blob_data(&digest);
         let Some(m) = mp.take() else {
             // Single part: one PUT at the final key, unless it is already there.
             if driver.stat(&final_key).await?.is_some() {
-                return Ok(UploadOutcome {
-                    digest,
-                    size,
-                    uploaded: 0,
-                });
+                return Ok(outcome(0));
             }
             driver.put(&final_key, first.unwrap_or_default()).await?;
-            return Ok(UploadOutcome {
-                digest,
-                size,
-                uploaded: size,
-            });
+            return Ok(outcome(size));
         };
         let mut tags = Vec::with_capacity(m.parts.len());
         let mut failure = None;
@@ -260,31 +404,58 @@ impl Task {
                 }
             }
         }
-        if let Some(e) = failure {
-            let _ = driver.abort_upload(&m.key, &m.id).await;
+        let done = match failure {
+            Some(e) => Err(e),
+            None => driver.complete_upload(&m.key, &m.id, &tags).await,
+        };
+        if let Err(e) = done {
+            if e.is::<UploadGone>() {
+                self.wait_for_other(&m.key, &final_key, &e).await?;
+                return Ok(outcome(0));
+            }
+            if m.owned {
+                let _ = driver.abort_upload(&m.key, &m.id).await;
+            }
             return Err(e);
         }
-        driver.complete_upload(&m.key, &m.id, &tags).await?;
         // From here the upload is a temp object (if not at its final key): delete it on a signal.
         drop(m._tracked);
-        let _temp = (m.key != final_key).then(|| inflight::track(driver, &m.key, None));
         if m.key != final_key {
-            if driver.stat(&final_key).await?.is_some() {
+            let _temp = inflight::track(driver, &m.key, None);
+            if driver.stat(&final_key).await?.is_none() {
+                driver
+                    .move_object(&m.key, &final_key, size, self.up.jobs)
+                    .await?;
+            } else {
                 driver.delete(&m.key).await?;
-                return Ok(UploadOutcome {
-                    digest,
-                    size,
-                    uploaded: size,
-                });
             }
-            driver
-                .move_object(&m.key, &final_key, size, self.up.jobs)
-                .await?;
         }
-        Ok(UploadOutcome {
-            digest,
-            size,
-            uploaded: size,
-        })
+        Ok(outcome(size - resumed))
+    }
+
+    /// A concurrent push continued the same upload and completed it first (it verifies
+    /// and moves the blob, so wait for that), or aborted it (then fail).
+    async fn wait_for_other(&self, key: &str, final_key: &str, gone: &anyhow::Error) -> Result<()> {
+        let driver = &self.up.driver;
+        let start = std::time::Instant::now();
+        tracing::info!("{gone}; waiting for it to store {final_key}");
+        loop {
+            // The temp object is checked first: it is moved by copy-then-delete, so if it is
+            // absent now and the blob is absent after, the upload was aborted, not completed.
+            let completed = key != final_key && driver.stat(key).await?.is_some();
+            if driver.stat(final_key).await?.is_some() {
+                return Ok(());
+            }
+            if !completed {
+                bail!("{gone} before it was stored: push again");
+            }
+            if start.elapsed() > WAIT_FOR_OTHER {
+                bail!(
+                    "{gone} but did not store it within {} s: push again",
+                    WAIT_FOR_OTHER.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
