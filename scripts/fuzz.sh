@@ -58,7 +58,7 @@ fi
 
 t=$(now)
 "${cargo[@]}" fuzz build -s "$sanitizer"
-log "built ${targets[*]} in $(($(now) - t)) s"
+log "built the fuzz targets in $(($(now) - t)) s"
 bin=fuzz/target/x86_64-unknown-linux-gnu/release
 
 # Seeds: regenerated from the fixtures every run (nothing binary is committed).
@@ -86,7 +86,7 @@ for target in "${targets[@]}"; do
   # Every input that once failed must keep passing.
   if [ -d "fuzz/regressions/$target" ]; then
     if ! "$bin/$target" -runs=0 -rss_limit_mb="$rss_mb" -timeout="$timeout" \
-      "fuzz/regressions/$target" >"fuzz/artifacts/$target/regressions.log" 2>&1; then
+      -artifact_prefix="fuzz/artifacts/$target/regression-" "fuzz/regressions/$target" >"fuzz/artifacts/$target/regressions.log" 2>&1; then
       tail -n 40 "fuzz/artifacts/$target/regressions.log" >&2
       log "$target: an input in fuzz/regressions/$target fails again (log: fuzz/artifacts/$target/regressions.log)"
       failed+=("$target")
