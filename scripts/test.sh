@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole s3dock test suite against real local peers.
 #
-#   scripts/test.sh                          # everything
+#   scripts/test.sh                          # everything, then 60 s of fuzzing per target
 #   scripts/test.sh some_filter              # extra args go to `cargo test`
 #   scripts/test.sh --test interop -- --nocapture
 #
@@ -51,4 +51,11 @@ done
 cargo build --release
 rc=0
 cargo test --release "${cargo_args[@]}" -- "${threads[@]}" "${harness_args[@]}" || rc=$?
+
+# The full suite (no arguments) ends with a bounded fuzz run of the archive reader and the
+# parsers: scripts/fuzz.sh, S3DOCK_FUZZ_SECONDS per target (default 60; 0 skips it).
+fuzz_secs=${S3DOCK_FUZZ_SECONDS:-60}
+if [ $# -eq 0 ] && [ "$fuzz_secs" != 0 ]; then
+  bash scripts/fuzz.sh "$fuzz_secs" || { r=$?; [ $rc -ne 0 ] || rc=$r; }
+fi
 exit $rc

@@ -196,13 +196,17 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: use e.g. 30m, 2h, 1d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
     };
+    // Unchecked, `--older-than 213503982334602d` wrapped around to 17 hours.
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("duration {s:?} is too large"))?;
     Ok(std::time::Duration::from_secs(secs))
 }
 
@@ -224,7 +228,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ))
         }
     };
-    let v = n * mult;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("part size {s:?} is too large"))?;
     if v < 5 << 20 {
         return Err(format!("part size {s} is below S3's 5 MiB minimum"));
     }

@@ -69,6 +69,14 @@ pub fn validate_name(name: &str) -> Result<(), ReferenceError> {
     Ok(())
 }
 
+/// Whether the first component of a reference is a registry host (as docker decides).
+fn looks_like_host(h: &str) -> bool {
+    (h.contains('.') || h.contains(':') || h == "localhost")
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+        && !h.starts_with(['.', '-', ':'])
+}
+
 impl Reference {
     /// Parses `[host/]name[:tag][@sha256:hex]`. The registry host, if any, is dropped:
     /// the store holds repositories by path only, as a registry does.
@@ -102,12 +110,6 @@ impl Reference {
         }
         let mut parts: Vec<&str> = name.split('/').collect();
         let mut host = None;
-        let looks_like_host = |h: &str| {
-            (h.contains('.') || h.contains(':') || h == "localhost")
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-                && !h.starts_with(['.', '-', ':'])
-        };
         if parts.len() > 1 && looks_like_host(parts[0]) {
             host = Some(parts.remove(0));
         }
@@ -150,6 +152,15 @@ impl Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A repository whose first component looks like a host (`team.x/app`) would be
+        // read back as `app` on host `team.x`: name the registry, as docker does.
+        if self
+            .name
+            .split_once('/')
+            .is_some_and(|(first, _)| looks_like_host(first))
+        {
+            f.write_str("docker.io/")?;
+        }
         f.write_str(&self.name)?;
         if let Some(t) = &self.tag {
             write!(f, ":{t}")?;
@@ -180,6 +191,36 @@ mod tests {
         let r = Reference::parse(&format!("app@{d}")).unwrap();
         assert_eq!(r.digest.unwrap().to_string(), d);
         assert_eq!(r.tag_or_latest(), None);
+    }
+
+    #[test]
+    fn printed_references_parse_back() {
+        // Found by the `documents` fuzz target: `team.x/app` printed as is was read
+        // back as repository `app` on host `team.x`.
+        for s in [
+            "docker.io/s3docker.io/s3docky:1",
+            "localhost:5000/team.x/app:1",
+            "reg.example.com/localhost/app",
+            "docker.io/docker.io/library/x:2",
+            "team/app:1",
+            "a.b",
+            "docker.io/library/busybox",
+        ] {
+            let r = Reference::parse(s).unwrap();
+            let printed = r.to_string();
+            assert_eq!(
+                Reference::parse(&printed).unwrap(),
+                r,
+                "{s:?} printed as {printed:?}"
+            );
+        }
+        let r = Reference::parse("localhost:5000/team.x/app:1").unwrap();
+        assert_eq!(r.name, "team.x/app");
+        assert_eq!(r.to_string(), "docker.io/team.x/app:1");
+        assert_eq!(
+            Reference::parse("team/app:1").unwrap().to_string(),
+            "team/app:1"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Once the stream ends, `manifest.json` or `index.json` says which files form
 //! which image, and every digest and diff_id is checked.
 
-use crate::compress::{decompressing_reader, detect, Detected};
+use crate::compress::{decompressing_reader, detect, Detected, MAX_RATIO};
 use crate::digest::Digest;
 use crate::image::{our_digest, parse_document, select_platform, Config, Document};
 use anyhow::{anyhow, bail, Context, Result};
@@ -82,6 +82,37 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// A gzip- or zstd-wrapped archive may expand this much (past MIN_BOMB_CHECK bytes),
+/// like a compressed layer (`compress::MAX_RATIO`): a few kilobytes of zstd can
+/// otherwise become terabytes of tar for the push to hash, compress and upload.
+const MIN_BOMB_CHECK: u64 = 256 << 20;
+
+/// Counts decompressed bytes and refuses a decompression bomb.
+struct Expansion<R> {
+    inner: R,
+    out: u64,
+    /// Compressed bytes read so far.
+    input: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bounded: bool,
+}
+
+impl<R: Read> Read for Expansion<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        if self.bounded && self.out > MIN_BOMB_CHECK {
+            let used = self.input.load(std::sync::atomic::Ordering::Relaxed);
+            if self.out > used.saturating_mul(MAX_RATIO) {
+                return Err(std::io::Error::other(format!(
+                    "the compressed archive expands more than {MAX_RATIO}:1 ({} bytes from {used}): refusing it as a decompression bomb",
+                    self.out
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Normalizes an in-archive path: strips `./`, rejects absolute paths and `..` escapes.
 fn clean_path(raw: &str) -> Result<String> {
     if raw.starts_with('/') {
@@ -142,7 +173,12 @@ pub fn read_archive<R: Read, S: LayerSink>(
         bail!("the input is empty: expected a docker save or OCI archive (did the command before the pipe fail?)");
     }
     let kind = detect(head);
-    let plain = decompressing_reader(kind, buffered)?;
+    let plain = Expansion {
+        inner: decompressing_reader(kind, buffered)?,
+        out: 0,
+        input: count.clone(),
+        bounded: kind != Detected::Plain,
+    };
     let mut contents = Contents {
         files: HashMap::new(),
         links: HashMap::new(),
