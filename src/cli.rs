@@ -1,7 +1,7 @@
 //! Command-line interface: argument parsing, and turning results into output.
 //! stdout carries data only (archives, `--json`); everything else goes to stderr.
 
-use crate::archive::Format;
+use crate::archive::{Format, Writeback};
 use crate::compress::Compression;
 use crate::config::{ArgSources, ConfigCommand};
 use crate::image::host_platform;
@@ -579,10 +579,10 @@ async fn run_pull(g: &Global, a: PullArgs) -> Result<()> {
                 .prefix(".s3dock-pull-")
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot write in {}", dir.display()))?;
-            let out = std::io::BufWriter::with_capacity(1 << 20, tmp);
+            let out = std::io::BufWriter::with_capacity(1 << 20, Writeback::new(tmp));
             let (report, out) =
                 pull(&store, &r, out, &opts, stats.clone(), g.show_progress()).await?;
-            let tmp = out.into_inner().map_err(|e| e.into_error())?;
+            let tmp = out.into_inner().map_err(|e| e.into_error())?.into_inner();
             tmp.as_file().sync_all()?;
             tmp.persist(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;

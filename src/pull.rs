@@ -213,11 +213,18 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// A layer being received: its digest check, its diff_id check and its cache copy.
+/// A layer being received: its digest check and cache copy (on one thread), its
+/// diff_id check (on two more, see `DiffIdHasher`), all off the downloading thread.
 struct Receiving {
-    hasher: Hasher,
+    tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
+    blob: std::thread::JoinHandle<Result<(Hasher, Option<tempfile::NamedTempFile>)>>,
     diff: Option<DiffIdHasher>,
-    fill: Option<tempfile::NamedTempFile>,
+}
+
+/// A received layer whose checks are still running.
+struct Received {
+    blob: std::thread::JoinHandle<Result<(Hasher, Option<tempfile::NamedTempFile>)>>,
+    diff: Option<DiffIdHasher>,
 }
 
 impl Receiving {
@@ -226,7 +233,7 @@ impl Receiving {
         // An uncompressed layer's diff_id is its digest, checked anyway.
         let diff = (c != Compression::None || decompress_to.is_some())
             .then(|| DiffIdHasher::with_spool(c, decompress_to));
-        let fill = match &plan.fill {
+        let mut fill = match &plan.fill {
             Some(p) => {
                 let dir = p.parent().expect("cache path has a parent");
                 std::fs::create_dir_all(dir)
@@ -235,33 +242,58 @@ impl Receiving {
             }
             None => None,
         };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(2);
+        let blob = std::thread::Builder::new()
+            .name("blob-hash".into())
+            .spawn(move || {
+                let mut hasher = Hasher::new();
+                for data in rx.iter() {
+                    hasher.update(&data);
+                    if let Some(f) = &mut fill {
+                        f.write_all(&data)?;
+                    }
+                }
+                Ok((hasher, fill))
+            })?;
         Ok(Receiving {
-            hasher: Hasher::new(),
+            tx: Some(tx),
+            blob,
             diff,
-            fill,
         })
     }
 
-    fn feed(&mut self, data: &Bytes) -> Result<()> {
-        self.hasher.update(data);
+    fn feed(&mut self, data: &Bytes) {
+        // A hashing thread that stopped (cache write failed) reports why in `check`.
+        let _ = self.tx.as_ref().expect("not finished").send(data.clone());
         if let Some(d) = &self.diff {
             d.feed(data.clone());
         }
-        if let Some(f) = &mut self.fill {
-            f.write_all(data)?;
-        }
-        Ok(())
     }
 
-    /// Checks the digest and keeps the cache copy; the diff_id check is returned to finish later.
-    fn finish(self, plan: &Plan) -> Result<Option<DiffIdHasher>> {
+    /// Every byte is in; the checks finish on their threads.
+    fn done(mut self) -> Received {
+        self.tx.take();
+        Received {
+            blob: self.blob,
+            diff: self.diff,
+        }
+    }
+}
+
+impl Received {
+    /// Checks the digest and keeps the cache copy; returns the diff_id check to finish.
+    fn check(self, plan: &Plan) -> Result<Option<DiffIdHasher>> {
         let where_ = if matches!(plan.source, Source::Cache(_)) {
             "in the cache"
         } else {
             "in the store"
         };
-        check(plan.layer, self.hasher, where_)?;
-        if let (Some(f), Some(p)) = (self.fill, &plan.fill) {
+        let (hasher, fill) = self
+            .blob
+            .join()
+            .map_err(|_| anyhow!("blob hashing thread panicked"))??;
+        check(plan.layer, hasher, where_)?;
+        if let (Some(f), Some(p)) = (fill, &plan.fill) {
             f.persist(p)
                 .with_context(|| format!("cannot write cache file {}", p.display()))?;
         }
@@ -271,7 +303,9 @@ impl Receiving {
 
 /// Downloads `layers` in order with `jobs` ranged GETs always in flight — across layer
 /// boundaries, so the pipe never drains between layers. `each(i, chunk)` sees every chunk of
-/// layer `i` in order; `done(i, diff)` is called once layer `i`'s digest has checked out.
+/// layer `i` in order, `end(i)` follows its last chunk. Digests are checked on other threads
+/// while the download goes on; once every layer's has checked out, returns each layer's
+/// diff_id check (still running) in order.
 async fn fetch_layers(
     store: &Store,
     cache: Option<&PathBuf>,
@@ -279,8 +313,8 @@ async fn fetch_layers(
     stats: &Stats,
     mut spool: impl FnMut(usize) -> Result<Option<std::fs::File>>,
     mut each: impl FnMut(usize, Bytes) -> Result<()>,
-    mut done: impl FnMut(usize, Option<DiffIdHasher>) -> Result<()>,
-) -> Result<()> {
+    mut end: impl FnMut(usize) -> Result<()>,
+) -> Result<Vec<(usize, Option<DiffIdHasher>)>> {
     let mut plans = Vec::with_capacity(layers.len());
     for l in layers {
         plans.push(Plan::new(store, cache, l).await?);
@@ -304,6 +338,7 @@ async fn fetch_layers(
         })
         .buffered(store.jobs);
     let mut current: Option<(usize, Receiving)> = None;
+    let mut received = Vec::with_capacity(plans.len());
     while let Some(item) = stream.next().await {
         let (i, last, data) = item?;
         if current.as_ref().is_none_or(|(c, _)| *c != i) {
@@ -315,14 +350,18 @@ async fn fetch_layers(
                 .bytes_downloaded
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
-        rx.feed(&data)?;
+        rx.feed(&data);
         each(i, data)?;
         if last {
             let (_, rx) = current.take().expect("set above");
-            done(i, rx.finish(&plans[i])?)?;
+            received.push((i, rx.done()));
+            end(i)?;
         }
     }
-    Ok(())
+    received
+        .into_iter()
+        .map(|(i, r)| Ok((i, r.check(&plans[i])?)))
+        .collect()
 }
 
 fn check(layer: &Layer, h: Hasher, where_: &str) -> Result<()> {
@@ -455,12 +494,10 @@ async fn write_layers(
         .iter()
         .filter(|l| seen.insert(l.digest))
         .collect();
-    let mut checks: Vec<(&Layer, DiffIdHasher)> = Vec::new();
     let mut plain: std::collections::HashMap<Digest, Layer> = std::collections::HashMap::new();
     if opts.decompress {
         // A plain tar's size is known only once decompressed: spool each, then write it.
-        let mut spooled: Vec<(usize, DiffIdHasher)> = Vec::new();
-        fetch_layers(
+        let spooled = fetch_layers(
             store,
             opts.cache.as_ref(),
             &distinct,
@@ -470,15 +507,12 @@ async fn write_layers(
                 progress.inc(b.len() as u64);
                 Ok(())
             },
-            |i, diff| {
-                spooled.push((i, diff.expect("a spooling decompressor")));
-                Ok(())
-            },
+            |_| Ok(()),
         )
         .await?;
         for (i, diff) in spooled {
             let layer = distinct[i];
-            let out = diff.finish_spooled()?;
+            let out = diff.expect("a spooling decompressor").finish_spooled()?;
             verify_diff_id(layer, &out.diff_id)?;
             let mut spool = out.spool.expect("spool file");
             spool.rewind()?;
@@ -507,7 +541,7 @@ async fn write_layers(
             .collect());
     }
     let mut started = None;
-    fetch_layers(
+    let checks = fetch_layers(
         store,
         opts.cache.as_ref(),
         &distinct,
@@ -521,19 +555,15 @@ async fn write_layers(
             progress.inc(b.len() as u64);
             send(Cmd::Data(b))
         },
-        |i, diff| {
-            send(Cmd::End(distinct[i].size))?;
-            if let Some(d) = diff {
-                checks.push((distinct[i], d));
-            }
-            Ok(())
-        },
+        |i| send(Cmd::End(distinct[i].size)),
     )
     .await?;
     // diff_ids are checked before the metadata goes out, so the archive never becomes
     // loadable with a layer that does not match its config.
-    for (layer, diff) in checks {
-        verify_diff_id(layer, &diff.finish()?)?;
+    for (i, diff) in checks {
+        if let Some(d) = diff {
+            verify_diff_id(distinct[i], &d.finish()?)?;
+        }
     }
     Ok(img.layers.clone())
 }

@@ -7,4 +7,4 @@ mod read;
 mod write;
 
 pub use read::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
-pub use write::{ArchiveEntryImage, ArchiveWriter, Format};
+pub use write::{ArchiveEntryImage, ArchiveWriter, Format, Writeback};
