@@ -531,29 +531,17 @@ fn registry_serves(store: TestStore, start: impl FnOnce(&TestStore) -> Registry,
     let before = build_small(&images, &gz, &msg);
 
     let mut cases: Vec<(String, String, Want, bool)> = Vec::new(); // (ref, manifest digest, want, zstd)
-    let p = docker_save_push(&store, &[&gz], &[]);
-    cases.push((
-        gz.clone(),
-        p["images"][0]["manifest_digest"].as_str().unwrap().into(),
-        Want::from(&before),
-        false,
-    ));
-    let zs = format!("{app}:zs");
-    let p = docker_save_push(&store, &[&gz], &["--compression", "zstd", &zs]);
-    cases.push((
-        zs.clone(),
-        p["images"][0]["manifest_digest"].as_str().unwrap().into(),
-        Want::from(&before),
-        true,
-    ));
-    let nc = format!("{app}:nc");
-    let p = docker_save_push(&store, &[&gz], &["--compression", "none", &nc]);
-    cases.push((
-        nc.clone(),
-        p["images"][0]["manifest_digest"].as_str().unwrap().into(),
-        Want::from(&before),
-        false,
-    ));
+                                                                   // The same docker-saved image, pushed with each compression.
+    for (tag, compression) in [("gz", "gzip"), ("zs", "zstd"), ("nc", "none")] {
+        let r = format!("{app}:{tag}");
+        let p = docker_save_push(&store, &[&gz], &["--compression", compression, &r]);
+        cases.push((
+            r,
+            p["images"][0]["manifest_digest"].as_str().unwrap().into(),
+            Want::from(&before),
+            compression == "zstd",
+        ));
+    }
     for (file, tag) in [("docker25.tar", "1"), ("oci-archive-zstd.tar", "oz")] {
         let r = format!("{fx}:{tag}");
         let p = store.push_json(&["-i", fixture(file).to_str().unwrap(), &r], None);
@@ -629,7 +617,7 @@ fn registry_serves(store: TestStore, start: impl FnOnce(&TestStore) -> Registry,
     // First the zstd tag, while none of the image's layers is in the daemon: Docker < 23
     // cannot decompress zstd layers, so that pull must fail there.
     docker_rmi(&gz);
-    let pulled_zs = format!("{}/{zs}", reg.addr);
+    let pulled_zs = format!("{}/{app}:zs", reg.addr);
     images.add(&pulled_zs);
     let o = run(tool("docker").args(["pull", "-q", &pulled_zs]));
     if docker_loads_zstd() {
@@ -648,7 +636,7 @@ fn registry_serves(store: TestStore, start: impl FnOnce(&TestStore) -> Registry,
         );
     }
     // Uncompressed layers (`…rootfs.diff.tar`), again with no layer of the image present.
-    let pulled_nc = format!("{}/{nc}", reg.addr);
+    let pulled_nc = format!("{}/{app}:nc", reg.addr);
     images.add(&pulled_nc);
     docker_pull_same(&pulled_nc, &before, &msg);
     docker_rmi(&pulled_nc);
