@@ -2,15 +2,16 @@
 //! stdout carries data only (archives, `--json`); everything else goes to stderr.
 
 use crate::archive::{Format, Writeback};
-use crate::compress::Compression;
+use crate::codec::Compression;
 use crate::config::{ArgSources, ConfigCommand};
-use crate::image::host_platform;
-use crate::pull::{pull, PullOptions};
-use crate::push::{push, PushOptions};
-use crate::reference::Reference;
+use crate::model::image::host_platform;
+use crate::model::reference::Reference;
+use crate::registry::Registry;
 use crate::release;
-use crate::stats::{human_bytes, Stats};
-use crate::store::{Location, S3Options, Store, StoreConfig};
+use crate::store::{Location, S3Options, StoreConfig};
+use crate::transfer::pull::{pull, PullOptions};
+use crate::transfer::push::{push, PushOptions};
+use crate::transfer::stats::{human_bytes, Stats};
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::io::{IsTerminal, Read};
@@ -337,7 +338,7 @@ pub fn main() -> std::process::ExitCode {
             },
             (name, code) = interrupted() => {
                 // The work future is dropped here; then clean up what it had in flight.
-                let n = crate::store::inflight::abort_all().await;
+                let n = crate::registry::inflight::abort_all().await;
                 eprintln!("s3dock: error: interrupted by {name}: aborted {n} upload(s) in flight; no tag was changed by the unfinished work");
                 code
             }
@@ -384,8 +385,8 @@ async fn run(cli: Cli, sources: ArgSources) -> Result<()> {
             older_than,
             dry_run,
         } => {
-            let store = Store::open(&g.store_config(None)?).await?;
-            let r = crate::store::cleanup::cleanup(&store, older_than, dry_run).await?;
+            let store = Registry::open(&g.store_config(None)?).await?;
+            let r = crate::registry::cleanup::cleanup(&store, older_than, dry_run).await?;
             if g.json {
                 println!("{}", serde_json::to_string(&r)?);
             }
@@ -402,7 +403,7 @@ async fn run(cli: Cli, sources: ArgSources) -> Result<()> {
         }
         Command::Tags { name } => {
             let (store_url, name) = split_store_ref(&g, &name)?;
-            let store = Store::open(&g.store_config(store_url)?).await?;
+            let store = Registry::open(&g.store_config(store_url)?).await?;
             let r = Reference::parse(&name)?;
             let tags = store.tags(&r.name).await?;
             if g.json {
@@ -443,7 +444,7 @@ async fn run_push(g: &Global, a: PushArgs) -> Result<()> {
             (Box::new(f), size)
         }
     };
-    let store = Store::open(&g.store_config(store_url)?).await?;
+    let store = Registry::open(&g.store_config(store_url)?).await?;
     if let Some(r) = &reference {
         release::check_push_target(&store, r, a.no_clobber).await?;
     } else if a.no_clobber {
@@ -533,7 +534,7 @@ async fn run_pull(g: &Global, a: PullArgs) -> Result<()> {
     if a.output.is_none() && std::io::stdout().is_terminal() {
         bail!("refusing to write an image archive to a terminal: pipe it (| docker load) or use -o FILE");
     }
-    let store = Store::open(&g.store_config(store_url)?).await?;
+    let store = Registry::open(&g.store_config(store_url)?).await?;
     // `pull APP NAME`: an environment, version or tag of the app.
     let r = match &a.name {
         Some(n) => {

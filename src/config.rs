@@ -7,7 +7,7 @@
 //! no config file at all is taken as the AWS shared-config profile (`--aws-profile`).
 
 use crate::cli::{parse_size, Global};
-use crate::compress::Compression;
+use crate::codec::Compression;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Subcommand};
@@ -375,7 +375,7 @@ fn show(mut g: Global, sources: &ArgSources) -> Result<()> {
             src("actor", Some("S3DOCK_ACTOR"), p.actor.is_some()),
         ),
         None => {
-            let (a, how) = crate::audit::local_actor();
+            let (a, how) = crate::release::audit::local_actor();
             (a, how.to_string())
         }
     };

@@ -2,16 +2,11 @@
 //! directory) in the registry v2 storage layout, without a registry or a daemon.
 
 pub mod archive;
-pub mod audit;
 pub mod cli;
-pub mod compress;
+pub mod codec;
 pub mod config;
-pub mod digest;
-pub mod image;
-pub mod layout;
-pub mod pull;
-pub mod push;
-pub mod reference;
+pub mod model;
+pub mod registry;
 pub mod release;
-pub mod stats;
 pub mod store;
+pub mod transfer;

@@ -3,7 +3,7 @@
 
 use s3dock::archive::{read_archive, LayerEntry, LayerSink, SunkLayer};
 use s3dock::cli::{parse_duration, parse_size};
-use s3dock::reference::Reference;
+use s3dock::model::reference::Reference;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ struct HashSink;
 impl LayerSink for HashSink {
     type Out = ();
     fn layer(&mut self, _: &LayerEntry, data: &mut dyn Read) -> anyhow::Result<SunkLayer<()>> {
-        let mut h = s3dock::digest::Hasher::new();
+        let mut h = s3dock::model::digest::Hasher::new();
         std::io::copy(data, &mut h)?;
         let d = h.finish();
         Ok(SunkLayer {

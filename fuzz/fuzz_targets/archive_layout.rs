@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let tar = s3dock_fuzz::build_layout(data);
     if let Some(dir) = std::env::var_os("S3DOCK_FUZZ_RENDER") {
         // Seed generation: keep the rendered archive for the `archive` target.
-        let name = s3dock::digest::Digest::of(&tar).hex();
+        let name = s3dock::model::digest::Digest::of(&tar).hex();
         std::fs::write(std::path::Path::new(&dir).join(name), &tar).expect("write rendered seed");
     }
     let r = s3dock_fuzz::read_and_check(&tar, s3dock_fuzz::PLATFORMS[0]);

@@ -12,12 +12,12 @@
 
 use anyhow::{bail, Context, Result};
 use s3dock::archive::{read_archive, LayerEntry, LayerSink, SunkLayer};
-use s3dock::compress::{
+use s3dock::codec::{
     copy_large, decompressing_reader, detect, read_full, Compression, Detected, DiffIdHasher,
 };
-use s3dock::digest::{Digest, Hasher};
-use s3dock::image::{build_manifest, layer_compression, parse_document, Document, Layer};
-use s3dock::reference::Reference;
+use s3dock::model::digest::{Digest, Hasher};
+use s3dock::model::image::{build_manifest, layer_compression, parse_document, Document, Layer};
+use s3dock::model::reference::Reference;
 use std::io::Read;
 
 /// Consumes layers like `push` does, minus the store.
@@ -355,7 +355,7 @@ pub fn build_layout(input: &[u8]) -> Vec<u8> {
     match wrap {
         Some(Detected::Gzip) => {
             let mut out = Vec::new();
-            s3dock::compress::gzip_parallel(
+            s3dock::codec::gzip_parallel(
                 &tar[..],
                 1,
                 2,
@@ -370,7 +370,7 @@ pub fn build_layout(input: &[u8]) -> Vec<u8> {
         }
         Some(_) => {
             let mut out = Vec::new();
-            s3dock::compress::zstd_stream(&tar[..], 1, 1, |_| {}, &mut out)
+            s3dock::codec::zstd_stream(&tar[..], 1, 1, |_| {}, &mut out)
                 .expect("zstd into memory");
             out
         }
@@ -387,25 +387,25 @@ pub fn check_documents(data: &[u8]) {
     match parse_document(data) {
         Ok(Document::Index(index)) => {
             for p in PLATFORMS {
-                if let Ok(d) = s3dock::image::select_platform(&index, p) {
-                    let _ = s3dock::image::our_digest(d.digest());
+                if let Ok(d) = s3dock::model::image::select_platform(&index, p) {
+                    let _ = s3dock::model::image::our_digest(d.digest());
                 }
             }
             for d in index.manifests() {
-                let _ = s3dock::image::our_digest(d.digest());
+                let _ = s3dock::model::image::our_digest(d.digest());
             }
         }
         Ok(Document::Manifest(m)) => {
-            let _ = s3dock::image::our_digest(m.config().digest());
+            let _ = s3dock::model::image::our_digest(m.config().digest());
             for l in m.layers() {
-                let _ = s3dock::image::our_digest(l.digest());
+                let _ = s3dock::model::image::our_digest(l.digest());
                 let _ = layer_compression(l.media_type().as_ref());
             }
         }
         Err(_) => {}
     }
     // An image config.
-    if let Ok(cfg) = s3dock::image::Config::parse(bytes::Bytes::copy_from_slice(data)) {
+    if let Ok(cfg) = s3dock::model::image::Config::parse(bytes::Bytes::copy_from_slice(data)) {
         assert_eq!(cfg.digest, Digest::of(data));
         let _ = build_manifest(&cfg, &[]).expect("a manifest for any parsed config");
     }
@@ -421,7 +421,7 @@ pub fn check_documents(data: &[u8]) {
         assert_eq!(d.hex(), s);
     }
     let _ = layer_compression(s);
-    let _ = s3dock::reference::validate_name(s);
+    let _ = s3dock::model::reference::validate_name(s);
     // Command-line values.
     let _ = s3dock::cli::parse_duration(s);
     let _ = s3dock::cli::parse_size(s);

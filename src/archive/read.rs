@@ -5,9 +5,9 @@
 //! Once the stream ends, `manifest.json` or `index.json` says which files form
 //! which image, and every digest and diff_id is checked.
 
-use crate::compress::{decompressing_reader, detect, Detected, MAX_RATIO};
-use crate::digest::Digest;
-use crate::image::{our_digest, parse_document, select_platform, Config, Document};
+use crate::codec::{decompressing_reader, detect, Detected, MAX_RATIO};
+use crate::model::digest::Digest;
+use crate::model::image::{our_digest, parse_document, select_platform, Config, Document};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use std::collections::HashMap;

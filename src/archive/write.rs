@@ -5,7 +5,7 @@
 //! aborted write never gets an end-of-archive marker: a consumer sees a truncated
 //! archive, never a complete-looking one.
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 use anyhow::Result;
 use serde_json::json;
 use std::io::Write;
@@ -137,7 +137,7 @@ impl<W: Write> ArchiveWriter<W> {
                 })
             })
             .collect();
-        let index = json!({"schemaVersion": 2, "mediaType": crate::image::OCI_INDEX, "manifests": manifests});
+        let index = json!({"schemaVersion": 2, "mediaType": crate::model::image::OCI_INDEX, "manifests": manifests});
         self.file("index.json", &serde_json::to_vec(&index)?)?;
         if format == Format::Docker {
             let entries: Vec<_> = images

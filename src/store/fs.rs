@@ -15,7 +15,7 @@ pub struct FsDriver {
 }
 
 /// Temp files live beside the layout, on the same filesystem so renames are atomic.
-pub(super) const TMP_DIR: &str = ".s3dock-tmp";
+pub(crate) const TMP_DIR: &str = ".s3dock-tmp";
 
 impl FsDriver {
     pub fn new(root: PathBuf) -> Self {
@@ -115,7 +115,7 @@ impl FsDriver {
     /// conditional write below compares).
     pub async fn get_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
         Ok(self.get(key).await?.map(|b| {
-            let etag = crate::digest::Digest::of(&b).hex();
+            let etag = crate::model::digest::Digest::of(&b).hex();
             (b, etag)
         }))
     }
@@ -145,7 +145,7 @@ impl FsDriver {
                     .with_context(|| format!("cannot lock {}", dir.display()));
             }
             let current = match std::fs::read(&dst) {
-                Ok(v) => Some(crate::digest::Digest::of(&v).hex()),
+                Ok(v) => Some(crate::model::digest::Digest::of(&v).hex()),
                 Err(e) if is_not_found(&e) => None,
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", dst.display())),
             };

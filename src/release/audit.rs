@@ -3,7 +3,8 @@
 //! with create-only conditional writes so no event ever overwrites another. Monthly
 //! folders keep `history --since` to a few listings.
 
-use crate::store::{Driver, Store};
+use crate::registry::Registry;
+use crate::store::Driver;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::process::Command;
@@ -59,7 +60,7 @@ fn hostname() -> String {
 impl Actor {
     /// `explicit` is `--actor`/`S3DOCK_ACTOR` or the profile's `actor`. On S3 the caller
     /// identity (STS GetCallerIdentity) is added; failures are skipped quietly.
-    pub async fn resolve(explicit: Option<&str>, explicit_source: &str, store: &Store) -> Actor {
+    pub async fn resolve(explicit: Option<&str>, explicit_source: &str, store: &Registry) -> Actor {
         let (name, source) = match explicit.filter(|s| !s.is_empty()) {
             Some(a) => (a.to_string(), explicit_source.to_string()),
             None => {
@@ -169,7 +170,7 @@ fn stem(ev: &Event) -> Result<String> {
 }
 
 /// Writes the event; never overwrites one (a `-N` suffix is added when the second is taken).
-pub async fn record(store: &Store, ev: &Event) -> Result<String> {
+pub async fn record(store: &Registry, ev: &Event) -> Result<String> {
     let base = stem(ev)?;
     let data: bytes::Bytes = serde_json::to_vec_pretty(ev)?.into();
     for n in 0..1000 {
@@ -233,7 +234,7 @@ pub fn parse_since(s: &str) -> Result<Since> {
 
 /// Events of `app`, newest first, optionally since a month/day and of one kind.
 pub async fn history(
-    store: &Store,
+    store: &Registry,
     app: &str,
     since: Option<&Since>,
     event: Option<&str>,

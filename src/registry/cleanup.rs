@@ -2,7 +2,8 @@
 //! under `s3dock/tmp/` and incomplete multipart uploads under the store root —
 //! when older than a threshold, so pushes still running are not disturbed.
 
-use super::{Driver, Store};
+use super::Registry;
+use crate::store::Driver;
 use anyhow::{Context, Result};
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +19,11 @@ fn old(t: Option<SystemTime>, cutoff: SystemTime) -> bool {
     t.is_some_and(|t| t <= cutoff)
 }
 
-pub async fn cleanup(store: &Store, older_than: Duration, dry_run: bool) -> Result<CleanupReport> {
+pub async fn cleanup(
+    store: &Registry,
+    older_than: Duration,
+    dry_run: bool,
+) -> Result<CleanupReport> {
     let cutoff = SystemTime::now() - older_than;
     let mut report = CleanupReport {
         dry_run,
@@ -30,7 +35,7 @@ pub async fn cleanup(store: &Store, older_than: Duration, dry_run: bool) -> Resu
             // Completed-but-unmoved temp objects, and the driver's own part files.
             let dirs = [
                 d.root().join(&temp_prefix),
-                d.root().join(super::fs::TMP_DIR),
+                d.root().join(crate::store::fs::TMP_DIR),
             ];
             for dir in dirs {
                 let Ok(rd) = std::fs::read_dir(&dir) else {

@@ -3,7 +3,7 @@
 //! `list` and `history`.
 //!
 //! s3dock's records are JSON documents beside the registry layout (keys in
-//! [`crate::layout`]): image metadata, version records and environment pointers under
+//! [`crate::registry::layout`]): image metadata, version records and environment pointers under
 //! `s3dock/apps/{app}/`, the audit trail under `s3dock/audit/{app}/`. Versions and
 //! environments are also real registry tags, so `registry:2` serves `myapp:v1.2.0`
 //! and `myapp:production`; the records are the source of truth, the tags follow them.
@@ -11,16 +11,18 @@
 //! replaced with conditional writes, retried on conflict, so concurrent writers never
 //! silently lose an update.
 
-use crate::audit::{self, Actor, Event};
+pub mod audit;
+
 use crate::cli::Global;
-use crate::compress::Compression;
-use crate::digest::Digest;
-use crate::image::{host_platform, Config, Layer};
-use crate::push::{push, PushOptions, PushedImage};
-use crate::reference::{validate_name, Reference};
-use crate::stats::{human_bytes, Stats};
-use crate::store::Store;
+use crate::codec::Compression;
+use crate::model::digest::Digest;
+use crate::model::image::{host_platform, Config, Layer};
+use crate::model::reference::{validate_name, Reference};
+use crate::registry::Registry;
+use crate::transfer::push::{push, PushOptions, PushedImage};
+use crate::transfer::stats::{human_bytes, Stats};
 use anyhow::{anyhow, bail, Context, Result};
+use audit::{Actor, Event};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,7 +152,7 @@ fn check_schema(v: u32, what: &str) -> Result<()> {
     Ok(())
 }
 
-async fn read_image(store: &Store, app: &str, tag: &str) -> Result<Option<ImageRecord>> {
+async fn read_image(store: &Registry, app: &str, tag: &str) -> Result<Option<ImageRecord>> {
     let r: Option<ImageRecord> = store.get_json(&store.layout.image_record(app, tag)).await?;
     if let Some(r) = &r {
         check_schema(r.schema_version, &format!("image record {app}:{tag}"))?;
@@ -158,7 +160,7 @@ async fn read_image(store: &Store, app: &str, tag: &str) -> Result<Option<ImageR
     Ok(r)
 }
 
-async fn read_version(store: &Store, app: &str, v: &str) -> Result<Option<VersionRecord>> {
+async fn read_version(store: &Registry, app: &str, v: &str) -> Result<Option<VersionRecord>> {
     let r: Option<VersionRecord> = store.get_json(&store.layout.version_record(app, v)).await?;
     if let Some(r) = &r {
         check_schema(r.schema_version, &format!("version record {app}:{v}"))?;
@@ -166,7 +168,7 @@ async fn read_version(store: &Store, app: &str, v: &str) -> Result<Option<Versio
     Ok(r)
 }
 
-async fn read_env(store: &Store, app: &str, env: &str) -> Result<Option<(EnvRecord, String)>> {
+async fn read_env(store: &Registry, app: &str, env: &str) -> Result<Option<(EnvRecord, String)>> {
     let r: Option<(EnvRecord, String)> = store
         .get_json_with_etag(&store.layout.env_record(app, env))
         .await?;
@@ -177,7 +179,7 @@ async fn read_env(store: &Store, app: &str, env: &str) -> Result<Option<(EnvReco
 }
 
 /// Names of the JSON records under a prefix (`x.json` → `x`), sorted.
-async fn record_names(store: &Store, prefix: &str) -> Result<Vec<String>> {
+async fn record_names(store: &Registry, prefix: &str) -> Result<Vec<String>> {
     let mut v: Vec<String> = store
         .driver
         .list(prefix)
@@ -206,7 +208,7 @@ async fn backoff(attempt: u32) {
 
 /// What every release command needs: the store, who is acting, and output flags.
 pub struct Ctx {
-    pub store: Store,
+    pub store: Registry,
     pub actor: Actor,
     pub quiet: bool,
     pub json: bool,
@@ -214,13 +216,13 @@ pub struct Ctx {
 
 impl Ctx {
     pub async fn open(g: &Global) -> Result<Ctx> {
-        let store = Store::open(&g.store_config(None)?).await?;
+        let store = Registry::open(&g.store_config(None)?).await?;
         Ok(Ctx::for_store(g, store).await)
     }
 
     /// For commands that only read: no AWS caller-identity lookup.
     pub async fn open_read(g: &Global) -> Result<Ctx> {
-        let store = Store::open(&g.store_config(None)?).await?;
+        let store = Registry::open(&g.store_config(None)?).await?;
         let (name, _) = audit::local_actor();
         Ok(Ctx {
             store,
@@ -234,7 +236,7 @@ impl Ctx {
         })
     }
 
-    pub async fn for_store(g: &Global, store: Store) -> Ctx {
+    pub async fn for_store(g: &Global, store: Registry) -> Ctx {
         let actor = Actor::resolve(g.actor.as_deref(), "configured", &store).await;
         Ctx {
             store,
@@ -281,7 +283,7 @@ fn check_app_name(app: &str) -> Result<()> {
     Ok(())
 }
 
-async fn app_exists(store: &Store, app: &str) -> Result<bool> {
+async fn app_exists(store: &Registry, app: &str) -> Result<bool> {
     Ok(!store.tags(app).await?.is_empty()
         || !store
             .driver
@@ -290,7 +292,7 @@ async fn app_exists(store: &Store, app: &str) -> Result<bool> {
             .is_empty())
 }
 
-async fn require_app(store: &Store, app: &str) -> Result<()> {
+async fn require_app(store: &Registry, app: &str) -> Result<()> {
     if !app_exists(store, app).await? {
         bail!("app {app} not found in store {}", store.display);
     }
@@ -310,7 +312,7 @@ pub fn parse_version(s: &str) -> Result<(semver::Version, bool)> {
     let ver = semver::Version::parse(bare).map_err(|e| {
         anyhow!("invalid version {s:?}: not a semantic version MAJOR.MINOR.PATCH[-PRERELEASE], optionally with a v prefix ({e})")
     })?;
-    if !crate::reference::valid_tag(s) {
+    if !crate::model::reference::valid_tag(s) {
         bail!("invalid version {s:?}: not a valid registry tag");
     }
     Ok((ver, v))
@@ -343,14 +345,14 @@ enum Named {
     Image(Digest),
 }
 
-async fn lookup(store: &Store, app: &str, name: &str) -> Result<Option<Named>> {
+async fn lookup(store: &Registry, app: &str, name: &str) -> Result<Option<Named>> {
     if let Some((e, _)) = read_env(store, app, name).await? {
         return Ok(Some(Named::Env(Box::new(e))));
     }
     if let Some(v) = read_version(store, app, name).await? {
         return Ok(Some(Named::Version(v)));
     }
-    if !crate::reference::valid_tag(name) {
+    if !crate::model::reference::valid_tag(name) {
         return Ok(None);
     }
     Ok(store.tag_target(app, name).await?.map(Named::Image))
@@ -370,7 +372,7 @@ pub fn stamp_commit(tag: &str) -> Option<&str> {
     ok.then(|| &tag[14..])
 }
 
-async fn commit_of(store: &Store, app: &str, image_tag: &str) -> Option<String> {
+async fn commit_of(store: &Registry, app: &str, image_tag: &str) -> Option<String> {
     if let Ok(Some(r)) = read_image(store, app, image_tag).await {
         if let Some(g) = r.git {
             return Some(g.commit);
@@ -699,7 +701,7 @@ pub async fn build(g: &Global, a: BuildArgs) -> Result<()> {
 
 /// Checks before a push to `r`: the tag must not be an environment or a version (those
 /// move only with promote/tag), and with `no_clobber` it must not exist yet.
-pub async fn check_push_target(store: &Store, r: &Reference, no_clobber: bool) -> Result<()> {
+pub async fn check_push_target(store: &Registry, r: &Reference, no_clobber: bool) -> Result<()> {
     let Some(tag) = r.tag_or_latest() else {
         return Ok(());
     };
@@ -905,7 +907,7 @@ fn app_and_tag(s: &str, what: &str) -> Result<(String, String)> {
 
 /// Points the version's registry tag at its record's digest, until the record is stable
 /// (a concurrent `tag --force` may have moved it meanwhile).
-async fn materialise_version(store: &Store, app: &str, version: &str) -> Result<()> {
+async fn materialise_version(store: &Registry, app: &str, version: &str) -> Result<()> {
     for _ in 0..20 {
         let Some(v) = read_version(store, app, version).await? else {
             bail!("version {version} of {app} disappeared");
@@ -1107,13 +1109,13 @@ pub struct Resolved {
     pub promoted_by: String,
 }
 
-async fn env_names(store: &Store, app: &str) -> Result<Vec<String>> {
+async fn env_names(store: &Registry, app: &str) -> Result<Vec<String>> {
     record_names(store, &store.layout.env_records_prefix(app)).await
 }
 
 /// Resolves `env` of `app` to an image: the version it names (as the version is now),
 /// or the image tag and the digest it had when promoted.
-pub async fn resolve_env(store: &Store, app: &str, env: &str) -> Result<Resolved> {
+pub async fn resolve_env(store: &Registry, app: &str, env: &str) -> Result<Resolved> {
     check_app_name(app)?;
     let Some((rec, _)) = read_env(store, app, env).await? else {
         require_app(store, app).await?;
@@ -1129,7 +1131,7 @@ pub async fn resolve_env(store: &Store, app: &str, env: &str) -> Result<Resolved
     resolve_record(store, rec).await
 }
 
-async fn resolve_record(store: &Store, rec: EnvRecord) -> Result<Resolved> {
+async fn resolve_record(store: &Registry, rec: EnvRecord) -> Result<Resolved> {
     let (image_tag, digest) = match rec.target.kind {
         TargetKind::Image => (rec.image_tag.clone(), rec.digest),
         TargetKind::Version => match read_version(store, &rec.app, &rec.target.name).await? {
@@ -1158,7 +1160,7 @@ async fn resolve_record(store: &Store, rec: EnvRecord) -> Result<Resolved> {
 /// Points the environment's registry tag at what its record resolves to now; repeated
 /// until the record is stable, so a slower concurrent promoter cannot leave the tag
 /// behind the record.
-async fn materialise_env(store: &Store, app: &str, env: &str) -> Result<Digest> {
+async fn materialise_env(store: &Registry, app: &str, env: &str) -> Result<Digest> {
     let mut last = None;
     for _ in 0..20 {
         let Some((rec, _)) = read_env(store, app, env).await? else {
@@ -1364,7 +1366,7 @@ pub async fn current(ctx: &Ctx, a: CurrentArgs) -> Result<()> {
 
 /// For `pull APP NAME`: an environment or version resolves to `app:image_tag@digest`,
 /// anything else is taken as a tag.
-pub async fn resolve_for_pull(store: &Store, app: &str, name: &str) -> Result<Reference> {
+pub async fn resolve_for_pull(store: &Registry, app: &str, name: &str) -> Result<Reference> {
     check_app_name(app)?;
     match lookup(store, app, name).await? {
         Some(Named::Env(e)) => {

@@ -13,9 +13,10 @@
 //! every part's ETag (so mixed content fails instead of being stored), and whoever
 //! completes second finds the upload gone and waits for the blob instead.
 
-use super::{inflight, Driver, PartTag, StoredPart, UploadGone};
-use crate::digest::Digest;
-use crate::layout::Layout;
+use super::inflight;
+use crate::model::digest::Digest;
+use crate::registry::layout::Layout;
+use crate::store::{Driver, PartTag, StoredPart, UploadGone};
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use md5::{Digest as _, Md5};
@@ -78,7 +79,7 @@ impl Uploader {
 
     /// Whether to continue uploads that interrupted pushes left open (default: no).
     pub fn resume(mut self, on: bool) -> Self {
-        self.resume = on && matches!(&*self.driver, super::Driver::S3(d) if d.part_etag_is_md5());
+        self.resume = on && matches!(&*self.driver, Driver::S3(d) if d.part_etag_is_md5());
         self
     }
 

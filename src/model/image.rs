@@ -1,8 +1,8 @@
 //! The one image model shared by archives and stores: a config blob, its layers
 //! (as stored) and the manifest that ties them together.
 
-use crate::compress::Compression;
-use crate::digest::Digest;
+use crate::codec::Compression;
+use crate::model::digest::Digest;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};

@@ -4,15 +4,15 @@
 //! out; on any failure the output ends without an end-of-archive marker.
 
 use crate::archive::{ArchiveEntryImage, ArchiveWriter, Format};
-use crate::compress::{Compression, DiffIdHasher};
-use crate::digest::{Digest, Hasher};
-use crate::image::{
+use crate::codec::{Compression, DiffIdHasher};
+use crate::model::digest::{Digest, Hasher};
+use crate::model::image::{
     self, build_manifest_as, layer_compression, our_digest, parse_document, select_platform,
     Config, Document, Layer,
 };
-use crate::reference::Reference;
-use crate::stats::{Progress, Stats};
-use crate::store::Store;
+use crate::model::reference::Reference;
+use crate::registry::Registry;
+use crate::transfer::stats::{Progress, Stats};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -44,7 +44,7 @@ pub struct ResolvedImage {
 }
 
 /// Resolves a tag or digest to a verified manifest, config and layer list.
-pub async fn resolve(store: &Store, r: &Reference, platform: &str) -> Result<ResolvedImage> {
+pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<ResolvedImage> {
     let repo = &r.name;
     let digest = match (&r.digest, r.tag_or_latest()) {
         (Some(d), _) => *d,
@@ -114,7 +114,7 @@ pub async fn resolve(store: &Store, r: &Reference, platform: &str) -> Result<Res
     })
 }
 
-async fn manifest_blob(store: &Store, repo: &str, d: &Digest) -> Result<Bytes> {
+async fn manifest_blob(store: &Registry, repo: &str, d: &Digest) -> Result<Bytes> {
     if !store.has_revision(repo, d).await? {
         bail!(
             "manifest {d} is not in repository {repo} of store {}",
@@ -155,7 +155,7 @@ enum Source {
 }
 
 impl<'a> Plan<'a> {
-    async fn new(store: &Store, cache: Option<&PathBuf>, layer: &'a Layer) -> Result<Plan<'a>> {
+    async fn new(store: &Registry, cache: Option<&PathBuf>, layer: &'a Layer) -> Result<Plan<'a>> {
         let cached = cache.map(|c| c.join("blobs/sha256").join(layer.digest.hex()));
         if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
             return Ok(Plan {
@@ -196,7 +196,7 @@ impl<'a> Plan<'a> {
             .collect()
     }
 
-    async fn read(&self, store: &Store, offset: u64, len: usize) -> Result<Bytes> {
+    async fn read(&self, store: &Registry, offset: u64, len: usize) -> Result<Bytes> {
         match &self.source {
             Source::Store(key) => store.driver.get_range(key, offset, len).await,
             Source::Cache(path) => {
@@ -307,7 +307,7 @@ impl Received {
 /// while the download goes on; once every layer's has checked out, returns each layer's
 /// diff_id check (still running) in order.
 async fn fetch_layers(
-    store: &Store,
+    store: &Registry,
     cache: Option<&PathBuf>,
     layers: &[&Layer],
     stats: &Stats,
@@ -378,7 +378,7 @@ fn check(layer: &Layer, h: Hasher, where_: &str) -> Result<()> {
 
 /// Pulls `r` and writes an archive to `out`.
 pub async fn pull<W: Write + Send + 'static>(
-    store: &Store,
+    store: &Registry,
     r: &Reference,
     out: W,
     opts: &PullOptions,
@@ -475,7 +475,7 @@ pub async fn pull<W: Write + Send + 'static>(
 
 /// Sends every layer to the writer; returns the layers as written (decompressed or not).
 async fn write_layers(
-    store: &Store,
+    store: &Registry,
     img: &ResolvedImage,
     opts: &PullOptions,
     tx: &std::sync::mpsc::SyncSender<Cmd>,
@@ -519,7 +519,7 @@ async fn write_layers(
             send(Cmd::Begin(out.diff_id, out.size))?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = crate::compress::read_full(&mut spool, &mut buf)?;
+                let n = crate::codec::read_full(&mut spool, &mut buf)?;
                 if n == 0 {
                     break;
                 }

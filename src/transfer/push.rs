@@ -3,14 +3,14 @@
 //! blob and the manifest are stored and verified.
 
 use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
-use crate::compress::{
+use crate::codec::{
     copy_large, detect, gzip_parallel, read_full, zstd_stream, Compression, Detected,
 };
-use crate::digest::{Digest, Hasher};
-use crate::image::{build_manifest, Config, Layer};
-use crate::reference::Reference;
-use crate::stats::{Progress, Stats};
-use crate::store::{BlobUpload, PendingUpload, Store, UploadOutcome, Uploader};
+use crate::model::digest::{Digest, Hasher};
+use crate::model::image::{build_manifest, Config, Layer};
+use crate::model::reference::Reference;
+use crate::registry::{BlobUpload, PendingUpload, Registry, UploadOutcome, Uploader};
+use crate::transfer::stats::{Progress, Stats};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use std::io::{Read, Write};
@@ -48,7 +48,7 @@ struct IndexRecord {
 }
 
 struct PushSink {
-    store: Store,
+    store: Registry,
     uploader: Uploader,
     rt: tokio::runtime::Handle,
     opts: PushOptions,
@@ -205,7 +205,7 @@ impl LayerSink for PushSink {
                 hasher: Hasher::new(),
                 upload: self.begin(entry.name_digest, None, entry.size)?,
             };
-            let diff = crate::compress::DiffIdHasher::new(compression);
+            let diff = crate::codec::DiffIdHasher::new(compression);
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = read_full(&mut data, &mut buf)?;
@@ -392,7 +392,7 @@ fn targets(
 
 /// Pushes every image of the archive read from `input` (or the one `reference` names).
 pub async fn push<R: Read + Send + 'static>(
-    store: &Store,
+    store: &Registry,
     input: R,
     input_size: Option<u64>,
     reference: Option<Reference>,
@@ -447,7 +447,7 @@ pub async fn push<R: Read + Send + 'static>(
 }
 
 /// Remembers which blob holds each new layer, so a re-push can skip compressing it.
-async fn record_index(store: &Store, l: &Layer, v1_id: Option<&str>) -> Result<()> {
+async fn record_index(store: &Registry, l: &Layer, v1_id: Option<&str>) -> Result<()> {
     if l.compression != Compression::None {
         let rec = IndexRecord {
             digest: l.digest,
@@ -470,24 +470,26 @@ async fn record_index(store: &Store, l: &Layer, v1_id: Option<&str>) -> Result<(
 
 /// Whether a producer's manifest describes exactly this config and these stored layers.
 fn describes(manifest: &[u8], config: &Config, layers: &[Layer]) -> bool {
-    let Ok(crate::image::Document::Manifest(m)) = crate::image::parse_document(manifest) else {
+    let Ok(crate::model::image::Document::Manifest(m)) =
+        crate::model::image::parse_document(manifest)
+    else {
         return false;
     };
     let same = |d: &oci_spec::image::Descriptor, digest: &Digest, size: u64| {
-        crate::image::our_digest(d.digest()).ok() == Some(*digest) && d.size() == size
+        crate::model::image::our_digest(d.digest()).ok() == Some(*digest) && d.size() == size
     };
     same(m.config(), &config.digest, config.bytes.len() as u64)
         && m.layers().len() == layers.len()
         && m.layers().iter().zip(layers).all(|(d, l)| {
             same(d, &l.digest, l.size)
-                && crate::image::layer_compression(d.media_type().as_ref()).ok()
+                && crate::model::image::layer_compression(d.media_type().as_ref()).ok()
                     == Some(l.compression)
         })
 }
 
 /// Stores config and manifest, links everything into the repository, then moves the tag.
 pub async fn commit_image(
-    store: &Store,
+    store: &Registry,
     config: &Config,
     layers: &[SunkLayer<Layer>],
     source_manifest: Option<&Bytes>,

@@ -1,7 +1,7 @@
 //! Image references as users type them (`myapp:v1.0`, `team/app@sha256:…`,
 //! `docker.io/library/busybox:latest`) and as the registry layout stores them.
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 use std::fmt;
 
 /// A repository name plus a tag and/or digest.

@@ -267,7 +267,7 @@ pub struct DiffIdHasher {
 }
 
 pub struct Decompressed {
-    pub diff_id: crate::digest::Digest,
+    pub diff_id: crate::model::digest::Digest,
     pub size: u64,
     pub spool: Option<std::fs::File>,
 }
@@ -305,7 +305,7 @@ impl DiffIdHasher {
         let hash = std::thread::Builder::new()
             .name("diffid-hash".into())
             .spawn(move || -> Result<Decompressed> {
-                let mut h = crate::digest::Hasher::new();
+                let mut h = crate::model::digest::Hasher::new();
                 for (buf, n) in full_rx.iter() {
                     h.update(&buf[..n]);
                     if let Some(f) = &mut spool {
@@ -332,7 +332,7 @@ impl DiffIdHasher {
         let _ = self.tx.as_ref().expect("not finished").send(data);
     }
 
-    pub fn finish(self) -> Result<crate::digest::Digest> {
+    pub fn finish(self) -> Result<crate::model::digest::Digest> {
         Ok(self.finish_spooled()?.diff_id)
     }
 
@@ -758,7 +758,11 @@ mod tests {
     }
 
     /// diff_id and size through `DiffIdHasher`, fed in `chunk`-byte pieces.
-    fn diff_of(c: Compression, data: &[u8], chunk: usize) -> Result<(crate::digest::Digest, u64)> {
+    fn diff_of(
+        c: Compression,
+        data: &[u8],
+        chunk: usize,
+    ) -> Result<(crate::model::digest::Digest, u64)> {
         let d = DiffIdHasher::new(c);
         for piece in data.chunks(chunk.max(1)) {
             d.feed(bytes::Bytes::copy_from_slice(piece));
@@ -796,7 +800,7 @@ mod tests {
         )
         .unwrap();
         let plain = [&a[..], &b, &b].concat();
-        let want = (crate::digest::Digest::of(&plain), plain.len() as u64);
+        let want = (crate::model::digest::Digest::of(&plain), plain.len() as u64);
         for chunk in [1, 2, 9, 10, 11, 4096, 1 << 20, gz.len()] {
             assert_eq!(
                 diff_of(Compression::Gzip, &gz, chunk).unwrap(),
@@ -848,7 +852,7 @@ mod tests {
         let mut z = zstd::encode_all(&a[..], 3).unwrap();
         z.extend(zstd::encode_all(&b[..], 1).unwrap());
         let plain = [&a[..], &b].concat();
-        let want = (crate::digest::Digest::of(&plain), plain.len() as u64);
+        let want = (crate::model::digest::Digest::of(&plain), plain.len() as u64);
         for chunk in [1, 5, 4096, z.len()] {
             assert_eq!(
                 diff_of(Compression::Zstd, &z, chunk).unwrap(),
@@ -873,7 +877,7 @@ mod tests {
             d.feed(bytes::Bytes::copy_from_slice(piece));
         }
         let out = d.finish_spooled().unwrap();
-        assert_eq!(out.diff_id, crate::digest::Digest::of(&data));
+        assert_eq!(out.diff_id, crate::model::digest::Digest::of(&data));
         let mut back = Vec::new();
         let mut f = out.spool.unwrap();
         std::io::Seek::rewind(&mut f).unwrap();

@@ -2,7 +2,7 @@
 //! (`docker/registry/v2/...`, as distribution's `paths.go`) and s3dock's own
 //! records beside it under `s3dock/`, which a registry never reads or collects.
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 
 #[derive(Clone, Debug)]
 pub struct Layout {

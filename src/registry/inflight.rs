@@ -2,7 +2,7 @@
 //! that SIGINT/SIGTERM can abort or delete them before exiting instead of leaving
 //! stray parts and temp objects behind.
 
-use super::Driver;
+use crate::store::Driver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 

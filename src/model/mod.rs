@@ -1,0 +1,6 @@
+//! What an image is, independent of where it is stored: digests, references,
+//! media types, manifests, configs and platforms.
+
+pub mod digest;
+pub mod image;
+pub mod reference;
