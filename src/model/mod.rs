@@ -4,3 +4,4 @@
 pub mod digest;
 pub mod image;
 pub mod reference;
+pub mod text;
