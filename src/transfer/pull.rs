@@ -70,6 +70,7 @@ pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<
         let child = select_platform(index, platform)?;
         digest = our_digest(child.digest())?;
         bytes = manifest_blob(store, repo, &digest).await?;
+        check_size("manifest", &digest, child.size(), bytes.len())?;
         doc = parse_document(&bytes).with_context(|| format!("manifest {digest}"))?;
     }
     let Document::Manifest(m) = doc else {
@@ -80,11 +81,21 @@ pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<
         .as_ref()
         .map(|t| t.to_string())
         .unwrap_or_else(|| image::OCI_MANIFEST.to_string());
-    let config = Config::parse(
-        store
-            .get_small_blob(&our_digest(m.config().digest())?)
-            .await?,
+    if m.layers().len() > MAX_LAYERS {
+        bail!(
+            "manifest {digest} lists {} layers, more than the {MAX_LAYERS} s3dock accepts (docker's overlay driver stops at 128)",
+            m.layers().len()
+        );
+    }
+    let config_digest = our_digest(m.config().digest())?;
+    let config_bytes = store.get_small_blob(&config_digest).await?;
+    check_size(
+        "config",
+        &config_digest,
+        m.config().size(),
+        config_bytes.len(),
     )?;
+    let config = Config::parse(config_bytes)?;
     if config.diff_ids.len() != m.layers().len() {
         bail!(
             "manifest {digest} has {} layers but its config lists {} diff_ids",
@@ -105,6 +116,7 @@ pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    check_layers(&digest, &layers)?;
     Ok(ResolvedImage {
         manifest_digest: digest,
         manifest: bytes,
@@ -112,6 +124,42 @@ pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<
         config,
         layers,
     })
+}
+
+/// Layers per manifest a pull accepts. Each layer costs a store request and a tar entry;
+/// docker's overlay driver refuses more than 128, but manifests may legally list more.
+pub const MAX_LAYERS: usize = 1000;
+
+/// A descriptor's size must be the blob's: docker and registries refuse the mismatch.
+fn check_size(what: &str, d: &Digest, declared: u64, actual: usize) -> Result<()> {
+    if declared != actual as u64 {
+        bail!("{what} {d} is {actual} bytes but its descriptor says {declared}");
+    }
+    Ok(())
+}
+
+/// What the layer stream cannot show: an uncompressed layer's diff_id is its digest, and a
+/// layer listed twice must have the same diff_id at both positions (it is fetched once).
+fn check_layers(manifest: &Digest, layers: &[Layer]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, l) in layers.iter().enumerate() {
+        if l.compression == Compression::None && l.diff_id != l.digest {
+            bail!(
+                "manifest {manifest}: uncompressed layer {} has diff_id {} in the config (must be equal)",
+                l.digest,
+                l.diff_id
+            );
+        }
+        if let Some((j, diff_id)) = seen.insert(l.digest, (i, l.diff_id)) {
+            if diff_id != l.diff_id {
+                bail!(
+                    "manifest {manifest}: layer {} appears at positions {j} and {i} with different diff_ids in the config",
+                    l.digest
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn manifest_blob(store: &Registry, repo: &str, d: &Digest) -> Result<Bytes> {
@@ -304,8 +352,10 @@ impl Received {
 /// Downloads `layers` in order with `jobs` ranged GETs always in flight — across layer
 /// boundaries, so the pipe never drains between layers. `each(i, chunk)` sees every chunk of
 /// layer `i` in order, `end(i)` follows its last chunk. Digests are checked on other threads
-/// while the download goes on; once every layer's has checked out, returns each layer's
-/// diff_id check (still running) in order.
+/// while the download goes on; `checked(i, diff)` gets each layer, in order, once its digest
+/// checked out, with its diff_id check still running. At most `jobs` received layers wait
+/// for their checks (each holds threads and buffers), so memory and threads stay bounded
+/// whatever the number of layers.
 async fn fetch_layers(
     store: &Registry,
     cache: Option<&PathBuf>,
@@ -314,7 +364,8 @@ async fn fetch_layers(
     mut spool: impl FnMut(usize) -> Result<Option<std::fs::File>>,
     mut each: impl FnMut(usize, Bytes) -> Result<()>,
     mut end: impl FnMut(usize) -> Result<()>,
-) -> Result<Vec<(usize, Option<DiffIdHasher>)>> {
+    mut checked: impl FnMut(usize, Option<DiffIdHasher>) -> Result<()>,
+) -> Result<()> {
     let mut plans = Vec::with_capacity(layers.len());
     for l in layers {
         plans.push(Plan::new(store, cache, l).await?);
@@ -338,7 +389,8 @@ async fn fetch_layers(
         })
         .buffered(store.jobs);
     let mut current: Option<(usize, Receiving)> = None;
-    let mut received = Vec::with_capacity(plans.len());
+    let mut received = std::collections::VecDeque::new();
+    let window = store.jobs.max(1);
     while let Some(item) = stream.next().await {
         let (i, last, data) = item?;
         if current.as_ref().is_none_or(|(c, _)| *c != i) {
@@ -354,14 +406,20 @@ async fn fetch_layers(
         each(i, data)?;
         if last {
             let (_, rx) = current.take().expect("set above");
-            received.push((i, rx.done()));
+            received.push_back((i, rx.done()));
             end(i)?;
+            while received.len() > window {
+                let (i, r) = received.pop_front().expect("non-empty");
+                let diff = tokio::task::block_in_place(|| r.check(&plans[i]))?;
+                checked(i, diff)?;
+            }
         }
     }
-    received
-        .into_iter()
-        .map(|(i, r)| Ok((i, r.check(&plans[i])?)))
-        .collect()
+    for (i, r) in received {
+        let diff = tokio::task::block_in_place(|| r.check(&plans[i]))?;
+        checked(i, diff)?;
+    }
+    Ok(())
 }
 
 fn check(layer: &Layer, h: Hasher, where_: &str) -> Result<()> {
@@ -497,7 +555,7 @@ async fn write_layers(
     let mut plain: std::collections::HashMap<Digest, Layer> = std::collections::HashMap::new();
     if opts.decompress {
         // A plain tar's size is known only once decompressed: spool each, then write it.
-        let spooled = fetch_layers(
+        fetch_layers(
             store,
             opts.cache.as_ref(),
             &distinct,
@@ -508,32 +566,35 @@ async fn write_layers(
                 Ok(())
             },
             |_| Ok(()),
+            |i, diff| {
+                let layer = distinct[i];
+                let out = tokio::task::block_in_place(|| {
+                    diff.expect("a spooling decompressor").finish_spooled()
+                })?;
+                verify_diff_id(layer, &out.diff_id)?;
+                let mut spool = out.spool.expect("spool file");
+                spool.rewind()?;
+                send(Cmd::Begin(out.diff_id, out.size))?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = crate::codec::read_full(&mut spool, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    send(Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
+                }
+                send(Cmd::End(out.size))?;
+                let l = Layer {
+                    digest: out.diff_id,
+                    size: out.size,
+                    compression: Compression::None,
+                    diff_id: out.diff_id,
+                };
+                plain.insert(layer.digest, l);
+                Ok(())
+            },
         )
         .await?;
-        for (i, diff) in spooled {
-            let layer = distinct[i];
-            let out = diff.expect("a spooling decompressor").finish_spooled()?;
-            verify_diff_id(layer, &out.diff_id)?;
-            let mut spool = out.spool.expect("spool file");
-            spool.rewind()?;
-            send(Cmd::Begin(out.diff_id, out.size))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = crate::codec::read_full(&mut spool, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                send(Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
-            }
-            send(Cmd::End(out.size))?;
-            let l = Layer {
-                digest: out.diff_id,
-                size: out.size,
-                compression: Compression::None,
-                diff_id: out.diff_id,
-            };
-            plain.insert(layer.digest, l);
-        }
         return Ok(img
             .layers
             .iter()
@@ -541,7 +602,9 @@ async fn write_layers(
             .collect());
     }
     let mut started = None;
-    let checks = fetch_layers(
+    // diff_ids are checked before the metadata goes out, so the archive never becomes
+    // loadable with a layer that does not match its config.
+    fetch_layers(
         store,
         opts.cache.as_ref(),
         &distinct,
@@ -556,15 +619,12 @@ async fn write_layers(
             send(Cmd::Data(b))
         },
         |i| send(Cmd::End(distinct[i].size)),
+        |i, diff| match diff {
+            Some(d) => verify_diff_id(distinct[i], &tokio::task::block_in_place(|| d.finish())?),
+            None => Ok(()),
+        },
     )
     .await?;
-    // diff_ids are checked before the metadata goes out, so the archive never becomes
-    // loadable with a layer that does not match its config.
-    for (i, diff) in checks {
-        if let Some(d) = diff {
-            verify_diff_id(distinct[i], &d.finish()?)?;
-        }
-    }
     Ok(img.layers.clone())
 }
 
