@@ -1,8 +1,8 @@
 //! Shared parts of s3dock's fuzz targets (see `scripts/fuzz.sh`):
 //!
-//! - [`CheckingSink`], a [`LayerSink`] that consumes every layer the way `push` does
-//!   (detects compression, hashes the file, computes the diff_id on the decompressing
-//!   thread with its bomb bound) without a store;
+//! - [`CheckingSink`], a [`LayerSink`] that consumes every layer through push's own
+//!   `transfer::ingest` (compression detection, hashing, the diff_id on the decompressing
+//!   threads with the bomb bound and the gzip/zstd checks) into a discarding sink;
 //! - [`read_and_check`], which runs the real archive reader over some bytes and
 //!   checks what it returns;
 //! - [`build_layout`], which turns the text form of an archive (`@@` parts with
@@ -10,17 +10,16 @@
 //!   manifests, configs and indexes reach the reader's resolution logic instead of
 //!   failing the digest checks.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use s3dock::archive::{read_archive, LayerEntry, LayerSink, SunkLayer};
-use s3dock::codec::{
-    copy_large, decompressing_reader, detect, read_full, Compression, Detected, DiffIdHasher,
-};
-use s3dock::model::digest::{Digest, Hasher};
+use s3dock::codec::{decompressing_reader, detect, Compression, Detected};
+use s3dock::model::digest::Digest;
 use s3dock::model::image::{build_manifest, layer_compression, parse_document, Document, Layer};
 use s3dock::model::reference::Reference;
+use s3dock::transfer::ingest;
 use std::io::Read;
 
-/// Consumes layers like `push` does, minus the store.
+/// Consumes layers with `push`'s own ingest, minus the store.
 #[derive(Default)]
 pub struct CheckingSink {
     pub layers: usize,
@@ -32,61 +31,26 @@ impl LayerSink for CheckingSink {
 
     fn layer(&mut self, entry: &LayerEntry, data: &mut dyn Read) -> Result<SunkLayer<Layer>> {
         self.layers += 1;
-        let mut head = vec![0u8; entry.size.min(16) as usize];
-        read_full(data, &mut head)?;
-        let kind = detect(&head);
-        let mut data = (&head[..]).chain(data);
-        let mut file = Hasher::new();
-        let (compression, diff_id) = match kind {
-            Detected::Plain => {
-                copy_large(&mut data, &mut file)?;
-                (Compression::None, None)
-            }
-            Detected::Gzip | Detected::Zstd => {
-                let c = if kind == Detected::Gzip {
-                    Compression::Gzip
-                } else {
-                    Compression::Zstd
-                };
-                let diff = DiffIdHasher::new(c);
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let n = read_full(&mut data, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    file.update(&buf[..n]);
-                    diff.feed(bytes::Bytes::copy_from_slice(&buf[..n]));
-                }
-                let d = diff
-                    .finish()
-                    .with_context(|| format!("layer {:?} is not a valid stream", entry.path))?;
-                (c, Some(d))
-            }
-            other => bail!("layer {:?} is {other:?}-compressed", entry.path),
-        };
+        let (kind, data) = ingest::sniff(entry.size, data)?;
+        let got = ingest::ingest(
+            entry.path,
+            kind,
+            data,
+            Compression::None,
+            0,
+            &mut std::io::sink(),
+        )?;
         // The reader promises the sink exactly `size` bytes (or an error).
         assert_eq!(
-            file.len(),
-            entry.size,
+            got.file_size, entry.size,
             "sink got {} bytes for {:?} of {} bytes",
-            file.len(),
-            entry.path,
-            entry.size
+            got.file_size, entry.path, entry.size
         );
-        self.bytes += file.len();
-        let size = file.len();
-        let digest = file.finish();
-        let diff_id = diff_id.unwrap_or(digest);
+        self.bytes += got.file_size;
         Ok(SunkLayer {
-            file_digest: digest,
-            diff_id,
-            out: Layer {
-                digest,
-                size,
-                compression,
-                diff_id,
-            },
+            file_digest: got.file_digest,
+            diff_id: got.layer.diff_id,
+            out: got.layer,
         })
     }
 }

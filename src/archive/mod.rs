@@ -6,5 +6,5 @@
 mod read;
 mod write;
 
-pub use read::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
+pub use read::{read_archive, ArchiveError, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
 pub use write::{ArchiveEntryImage, ArchiveWriter, Format, Writeback};

@@ -13,6 +13,15 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
+/// Failures of the archive as a whole that callers may branch on (found in the
+/// `anyhow` chain with `downcast_ref`).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The compressed input stream itself is broken (the tar inside was not reached intact).
+    #[error("the {0:?}-compressed input is damaged")]
+    Damaged(Detected),
+}
+
 /// A file that may be a layer, as found in the archive.
 #[derive(Debug)]
 pub struct LayerEntry<'a> {
@@ -91,6 +100,8 @@ const MIN_BOMB_CHECK: u64 = 256 << 20;
 struct Expansion<R> {
     inner: R,
     out: u64,
+    /// Set when the decompressor itself failed, so the error can say the input is damaged.
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Compressed bytes read so far.
     input: std::sync::Arc<std::sync::atomic::AtomicU64>,
     bounded: bool,
@@ -98,7 +109,10 @@ struct Expansion<R> {
 
 impl<R: Read> Read for Expansion<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|_| {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed)
+        })?;
         self.out += n as u64;
         if self.bounded && self.out > MIN_BOMB_CHECK {
             let used = self.input.load(std::sync::atomic::Ordering::Relaxed);
@@ -173,9 +187,11 @@ pub fn read_archive<R: Read, S: LayerSink>(
         bail!("the input is empty: expected a docker save or OCI archive (did the command before the pipe fail?)");
     }
     let kind = detect(head);
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let plain = Expansion {
         inner: decompressing_reader(kind, buffered)?,
         out: 0,
+        failed: failed.clone(),
         input: count.clone(),
         bounded: kind != Detected::Plain,
     };
@@ -186,8 +202,8 @@ pub fn read_archive<R: Read, S: LayerSink>(
         metadata_bytes: 0,
     };
     stream_entries(plain, sink, &mut contents, &count).map_err(|e| {
-        if kind != Detected::Plain && e.to_string().contains("invalid") {
-            e.context(format!("the {kind:?}-compressed input is damaged"))
+        if failed.load(std::sync::atomic::Ordering::Relaxed) && kind != Detected::Plain {
+            e.context(ArchiveError::Damaged(kind))
         } else {
             e
         }

@@ -3,15 +3,14 @@
 //! blob and the manifest are stored and verified.
 
 use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
-use crate::codec::{
-    copy_large, detect, gzip_parallel, read_full, zstd_stream, Compression, Detected,
-};
+use crate::codec::{copy_large, Compression};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{build_manifest, Config, Layer};
 use crate::model::reference::Reference;
 use crate::registry::{BlobUpload, PendingUpload, Registry, UploadOutcome, Uploader};
+use crate::transfer::ingest;
 use crate::transfer::stats::{Progress, Stats};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
@@ -58,16 +57,12 @@ struct PushSink {
     pending: Vec<JoinHandle<Result<Option<UploadOutcome>>>>,
 }
 
-/// Where a layer's output bytes go: hashed, and uploaded unless the blob exists.
-struct Output {
-    hasher: Hasher,
-    upload: Option<BlobUpload>,
-}
+/// Where a layer's output bytes go: uploaded, unless the blob exists (then dropped).
+struct Output(Option<BlobUpload>);
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.hasher.update(buf);
-        if let Some(u) = &mut self.upload {
+        if let Some(u) = &mut self.0 {
             u.write(buf).map_err(std::io::Error::other)?;
         }
         Ok(buf.len())
@@ -144,17 +139,14 @@ impl PushSink {
     }
 
     /// Ends a layer's output; the upload, if any, completes in the background.
-    fn finish(&mut self, out: Output) -> Result<(Digest, u64, Option<PendingUpload>)> {
-        let size = out.hasher.len();
-        let digest = out.hasher.finish();
-        let pending = match out.upload {
-            Some(u) => Some(u.finish(digest, size)?),
+    fn finish(&mut self, out: Output, layer: &Layer) -> Result<Option<PendingUpload>> {
+        Ok(match out.0 {
+            Some(u) => Some(u.finish(layer.digest, layer.size)?),
             None => {
                 self.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
                 None
             }
-        };
-        Ok((digest, size, pending))
+        })
     }
 
     /// Once the layer is stored, records it in the index at once, so that even a push
@@ -184,153 +176,64 @@ impl LayerSink for PushSink {
 
     fn layer(&mut self, entry: &LayerEntry, data: &mut dyn Read) -> Result<SunkLayer<Layer>> {
         self.stats.layers.fetch_add(1, Ordering::Relaxed);
-        let mut head = vec![0u8; entry.size.min(16) as usize];
-        read_full(data, &mut head)?;
-        let kind = detect(&head);
-        let mut data = (&head[..]).chain(data);
+        let (kind, mut data) = ingest::sniff(entry.size, data)?;
         let target = self.opts.compression;
-
-        if kind != Detected::Plain {
-            // Already compressed (OCI archives, containerd-store saves): stored as it is;
-            // the diff_id comes from decompressing on a second thread.
-            let compression = match kind {
-                Detected::Gzip => Compression::Gzip,
-                Detected::Zstd => Compression::Zstd,
-                other => bail!(
-                    "layer {:?} is {other:?}-compressed, which registries and docker pull do not support: recompress it with gzip or zstd",
-                    entry.path
-                ),
-            };
-            let mut out = Output {
-                hasher: Hasher::new(),
-                upload: self.begin(entry.name_digest, None, entry.size)?,
-            };
-            let diff = crate::codec::DiffIdHasher::new(compression);
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = read_full(&mut data, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&buf[..n])?;
-                diff.feed(Bytes::copy_from_slice(&buf[..n]));
-            }
-            let diff_id = diff.finish().with_context(|| {
-                format!(
-                    "layer {:?} is not a valid {} stream",
-                    entry.path,
-                    compression.name()
-                )
-            })?;
-            let (digest, size, upload) = self.finish(out)?;
-            let layer = Layer {
-                digest,
-                size,
-                compression,
-                diff_id,
-            };
-            self.remember(&layer, None, upload);
-            return Ok(SunkLayer {
-                file_digest: digest,
-                diff_id,
-                out: layer,
-            });
-        }
-
-        // Plain tar. If the name tells the diff_id and the store has the layer in the
-        // target compression, only hash the bytes to verify them.
-        let hint = entry
-            .name_digest
-            .or_else(|| entry.v1_id.and_then(|v| self.v1_hint(v)));
-        if let Some(d) = hint {
-            if let Some(layer) = self.indexed(&d, target)? {
-                let mut h = Hasher::new();
-                copy_large(&mut data, &mut h)?;
-                let actual = h.finish();
-                if actual != d {
-                    if entry.name_digest.is_some() {
-                        // Reported as a corrupt file by the archive reader.
-                        return Ok(SunkLayer {
-                            file_digest: actual,
-                            diff_id: actual,
-                            out: layer,
-                        });
-                    }
-                    bail!(
-                        "layer {:?} does not match the store's index entry for its v1 ID (expected {d}, got {actual}); push again with --no-index",
-                        entry.path
-                    );
-                }
-                self.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(SunkLayer {
-                    file_digest: d,
-                    diff_id: d,
-                    out: layer,
-                });
-            }
-        }
-
-        let mut diff = Hasher::new();
         let level = self.opts.level.unwrap_or(target.default_level());
-        // The layer's identity in the archive (its digest, or its v1 ID) and the settings
-        // name what this push compresses, so a later push can continue its upload.
-        let group = entry
-            .name_digest
-            .map(|d| d.hex())
-            .or(entry.v1_id.map(str::to_string))
-            .map(|id| format!("{}-{}{level}", &id[..id.len().min(32)], target.name()));
-        let threads = rayon::current_num_threads();
-        let (digest, size, upload) = match target {
-            Compression::None => {
-                let mut out = Output {
-                    hasher: Hasher::new(),
-                    upload: self.begin(entry.name_digest, group.clone(), entry.size)?,
-                };
-                copy_large(&mut data, &mut out)?;
-                diff = out.hasher.clone();
-                self.finish(out)?
+        let stored = ingest::stored_as(entry.path, kind)?.is_some();
+        let upload = if stored {
+            // Already compressed (OCI archives, containerd-store saves): stored as it is.
+            self.begin(entry.name_digest, None, entry.size)?
+        } else {
+            // Plain tar. If the name tells the diff_id and the store has the layer in the
+            // target compression, only hash the bytes to verify them.
+            let hint = entry
+                .name_digest
+                .or_else(|| entry.v1_id.and_then(|v| self.v1_hint(v)));
+            if let Some(d) = hint {
+                if let Some(layer) = self.indexed(&d, target)? {
+                    let mut h = Hasher::new();
+                    copy_large(&mut data, &mut h)?;
+                    let actual = h.finish();
+                    if actual != d {
+                        if entry.name_digest.is_some() {
+                            // Reported as a corrupt file by the archive reader.
+                            return Ok(SunkLayer {
+                                file_digest: actual,
+                                diff_id: actual,
+                                out: layer,
+                            });
+                        }
+                        bail!(
+                            "layer {:?} does not match the store's index entry for its v1 ID (expected {d}, got {actual}); push again with --no-index",
+                            entry.path
+                        );
+                    }
+                    self.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(SunkLayer {
+                        file_digest: d,
+                        diff_id: d,
+                        out: layer,
+                    });
+                }
             }
-            Compression::Gzip => {
-                let mut out = Output {
-                    hasher: Hasher::new(),
-                    upload: self.begin(None, group.clone(), entry.size)?,
-                };
-                gzip_parallel(
-                    &mut data,
-                    level.clamp(0, 9) as u32,
-                    4 * threads,
-                    |b| diff.update(b),
-                    |b| out.write_all(b).map_err(anyhow::Error::from),
-                )?;
-                self.finish(out)?
-            }
-            Compression::Zstd => {
-                let mut out = Output {
-                    hasher: Hasher::new(),
-                    upload: self.begin(None, group.clone(), entry.size)?,
-                };
-                zstd_stream(
-                    &mut data,
-                    level,
-                    threads as u32,
-                    |b| diff.update(b),
-                    &mut out,
-                )?;
-                self.finish(out)?
-            }
+            // The layer's identity in the archive (its digest, or its v1 ID) and the
+            // settings name what this push compresses, so a later push can continue its upload.
+            let group = entry
+                .name_digest
+                .map(|d| d.hex())
+                .or(entry.v1_id.map(str::to_string))
+                .map(|id| format!("{}-{}{level}", &id[..id.len().min(32)], target.name()));
+            let known = entry.name_digest.filter(|_| target == Compression::None);
+            self.begin(known, group, entry.size)?
         };
-        let diff_id = diff.finish();
-        let layer = Layer {
-            digest,
-            size,
-            compression: target,
-            diff_id,
-        };
-        self.remember(&layer, entry.v1_id, upload);
+        let mut out = Output(upload);
+        let got = ingest::ingest(entry.path, kind, data, target, level, &mut out)?;
+        let upload = self.finish(out, &got.layer)?;
+        self.remember(&got.layer, entry.v1_id.filter(|_| !stored), upload);
         Ok(SunkLayer {
-            file_digest: diff_id,
-            diff_id,
-            out: layer,
+            file_digest: got.file_digest,
+            diff_id: got.layer.diff_id,
+            out: got.layer,
         })
     }
 }
