@@ -11,14 +11,12 @@ pub const EXCERPT_CHARS: usize = 64;
 pub fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::from("\"");
-    let mut shown = 0;
-    for c in text.chars() {
+    for (shown, c) in text.chars().enumerate() {
         if shown == EXCERPT_CHARS {
             out.push_str(&format!("\"… ({} bytes in all)", bytes.len()));
             return out;
         }
         out.extend(c.escape_debug());
-        shown += 1;
     }
     out.push('"');
     out

@@ -350,8 +350,8 @@ impl Received {
 }
 
 /// Downloads `layers` in order with `jobs` ranged GETs always in flight — across layer
-/// boundaries, so the pipe never drains between layers. `each(i, chunk)` sees every chunk of
-/// layer `i` in order, `end(i)` follows its last chunk. Digests are checked on other threads
+/// boundaries, so the pipe never drains between layers. `each(i, chunk, last)` sees every
+/// chunk of layer `i` in order, `last` on its last. Digests are checked on other threads
 /// while the download goes on; `checked(i, diff)` gets each layer, in order, once its digest
 /// checked out, with its diff_id check still running. At most `jobs` received layers wait
 /// for their checks (each holds threads and buffers), so memory and threads stay bounded
@@ -362,8 +362,7 @@ async fn fetch_layers(
     layers: &[&Layer],
     stats: &Stats,
     mut spool: impl FnMut(usize) -> Result<Option<std::fs::File>>,
-    mut each: impl FnMut(usize, Bytes) -> Result<()>,
-    mut end: impl FnMut(usize) -> Result<()>,
+    mut each: impl FnMut(usize, Bytes, bool) -> Result<()>,
     mut checked: impl FnMut(usize, Option<DiffIdHasher>) -> Result<()>,
 ) -> Result<()> {
     let mut plans = Vec::with_capacity(layers.len());
@@ -403,11 +402,10 @@ async fn fetch_layers(
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         rx.feed(&data);
-        each(i, data)?;
+        each(i, data, last)?;
         if last {
             let (_, rx) = current.take().expect("set above");
             received.push_back((i, rx.done()));
-            end(i)?;
             while received.len() > window {
                 let (i, r) = received.pop_front().expect("non-empty");
                 let diff = tokio::task::block_in_place(|| r.check(&plans[i]))?;
@@ -561,11 +559,10 @@ async fn write_layers(
             &distinct,
             stats,
             |_| Ok(Some(tempfile::tempfile()?)),
-            |_, b| {
+            |_, b, _| {
                 progress.inc(b.len() as u64);
                 Ok(())
             },
-            |_| Ok(()),
             |i, diff| {
                 let layer = distinct[i];
                 let out = tokio::task::block_in_place(|| {
@@ -610,15 +607,18 @@ async fn write_layers(
         &distinct,
         stats,
         |_| Ok(None),
-        |i, b| {
+        |i, b, last| {
             if started != Some(i) {
                 send(Cmd::Begin(distinct[i].digest, distinct[i].size))?;
                 started = Some(i);
             }
             progress.inc(b.len() as u64);
-            send(Cmd::Data(b))
+            send(Cmd::Data(b))?;
+            if last {
+                send(Cmd::End(distinct[i].size))?;
+            }
+            Ok(())
         },
-        |i| send(Cmd::End(distinct[i].size)),
         |i, diff| match diff {
             Some(d) => verify_diff_id(distinct[i], &tokio::task::block_in_place(|| d.finish())?),
             None => Ok(()),
