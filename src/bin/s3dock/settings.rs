@@ -5,16 +5,26 @@
 //! `--profile NAME` / `S3DOCK_PROFILE` select an s3dock profile; the profile named
 //! `default` applies when none is selected. For compatibility, `--profile NAME` with
 //! no config file at all is taken as the AWS shared-config profile (`--aws-profile`).
+//!
+//! [`Settings::resolve`] is the one place that applies that precedence; every command
+//! and `config show` read its result.
 
-use crate::cli::{parse_size, Global};
-use crate::codec::Compression;
+use crate::cli::{ConfigCommand, Global, InitArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, Subcommand};
+use clap::ArgMatches;
+use s3dock::codec::Compression;
+use s3dock::model::units::{format_size, parse_size};
+use s3dock::release::audit::local_actor;
+use s3dock::release::builder::Builder;
+use s3dock::store::{Location, S3Options, StoreConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+
+pub const DEFAULT_JOBS: usize = 4;
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 
 /// One profile: every key optional. Unknown keys are refused, so credentials can
 /// never be stored here by mistake (they come from the AWS credential chain).
@@ -78,15 +88,13 @@ fn check_profile(name: &str, p: &Profile) -> Result<()> {
         c.parse::<Compression>()?;
     }
     if let Some(b) = &p.builder {
-        if !matches!(b.as_str(), "docker" | "podman" | "buildah") {
-            bail!("unknown builder {b:?}: use docker, podman or buildah");
-        }
+        b.parse::<Builder>()?;
     }
     if let Some(s) = &p.part_size {
-        parse_size(s).map_err(|e| anyhow!(e))?;
+        parse_size(s)?;
     }
     if let Some(s) = &p.store {
-        crate::store::Location::parse(s).map_err(|_| {
+        Location::parse(s).map_err(|_| {
             anyhow!(
                 "invalid store {}: use s3://bucket[/prefix], file:///path or a directory",
                 redact_url(s)
@@ -169,14 +177,15 @@ pub struct Selected {
     pub profile: Profile,
 }
 
-/// Picks the profile (if any) and fills every global setting the command line and the
-/// environment left unset. Also sets the profile-only settings (compression, builder).
-pub fn apply(g: &mut Global, sources: &ArgSources) -> Result<Selected> {
+/// Picks the profile (if any): `--profile`/`S3DOCK_PROFILE`, else the profile named
+/// `default`. With no config file, `--profile NAME` names the AWS profile instead
+/// (returned as the second value).
+fn select(g: &Global, sources: &ArgSources) -> Result<(Selected, Option<String>)> {
     let path = config_path();
     let file = load(&path)?;
-    let requested = g.profile.clone();
     let by_flag = matches!(sources.0.get("profile"), Some(ValueSource::CommandLine));
-    let (name, chosen_by) = match (&requested, &file) {
+    let mut aws_profile = None;
+    let (name, chosen_by) = match (&g.profile, &file) {
         (Some(n), Some(f)) => {
             if !f.profiles.contains_key(n) {
                 let names: Vec<&str> = f.profiles.keys().map(String::as_str).collect();
@@ -196,10 +205,7 @@ pub fn apply(g: &mut Global, sources: &ArgSources) -> Result<Selected> {
                 "no s3dock config file at {}: taking --profile {n} as the AWS profile",
                 path.display()
             );
-            if !matches!(sources.0.get("aws_profile"), Some(ValueSource::CommandLine)) {
-                g.aws_profile = Some(n.clone());
-            }
-            g.profile = None;
+            aws_profile = Some(n.clone());
             (None, "none".to_string())
         }
         (Some(n), None) => bail!(
@@ -215,221 +221,353 @@ pub fn apply(g: &mut Global, sources: &ArgSources) -> Result<Selected> {
         .as_ref()
         .and_then(|n| file.as_ref().and_then(|f| f.profiles.get(n)).cloned())
         .unwrap_or_default();
-    fill(g, &profile)?;
-    Ok(Selected {
+    let sel = Selected {
         path,
         file_exists: file.is_some(),
         name,
         chosen_by,
         profile,
+    };
+    Ok((sel, aws_profile))
+}
+
+/// A resolved value and where it came from (`flag --jobs`, `env S3DOCK_JOBS`,
+/// `profile ci`, `default`).
+#[derive(Debug, Clone)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: String,
+}
+
+/// Every setting, resolved once: flag > environment > profile > default.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Selected,
+    pub store: Setting<String>,
+    pub endpoint: Setting<Option<String>>,
+    pub region: Setting<Option<String>>,
+    pub root_dir: Setting<Option<String>>,
+    pub path_style: Setting<bool>,
+    pub aws_profile: Setting<Option<String>>,
+    pub jobs: Setting<usize>,
+    pub part_size: Setting<u64>,
+    pub compression: Setting<Compression>,
+    pub builder: Setting<Builder>,
+    /// None: the git user, else user@host (see `local_actor`).
+    pub actor: Setting<Option<String>>,
+    /// Flag-only settings.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub storage_class: Option<String>,
+    pub accelerate: bool,
+    pub retries: u32,
+    pub quiet: bool,
+    pub json: bool,
+}
+
+impl Settings {
+    /// `cmd_compression`/`cmd_builder` are the subcommand's `--compression`/`--builder`
+    /// (flag or environment, as clap read them), for the commands that have them.
+    pub fn resolve(
+        g: &Global,
+        sources: &ArgSources,
+        cmd_compression: Option<Compression>,
+        cmd_builder: Option<Builder>,
+    ) -> Result<Settings> {
+        let (config, aws_from_profile_flag) = select(g, sources)?;
+        let p = config.profile.clone();
+        let profile_src = format!("profile {}", config.name.as_deref().unwrap_or(""));
+        // The value from the command line or environment, else the profile's, else none.
+        let pick = |id: &str, env: Option<&str>, cli: Option<String>, prof: Option<String>| {
+            match (cli, prof) {
+                (Some(v), _) => Setting {
+                    value: Some(v),
+                    // Clap names the flag or variable it read; else the variable was
+                    // read here, for a command without that flag.
+                    source: sources
+                        .describe(id, env)
+                        .or_else(|| env.map(|e| format!("env {e}")))
+                        .unwrap_or_else(|| "default".into()),
+                },
+                (None, Some(v)) => Setting {
+                    value: Some(v),
+                    source: profile_src.clone(),
+                },
+                (None, None) => Setting {
+                    value: None,
+                    source: "default".into(),
+                },
+            }
+        };
+        let or_default = |s: Setting<Option<String>>, default: String| Setting {
+            value: s.value.unwrap_or(default),
+            source: s.source,
+        };
+        let store = or_default(
+            pick(
+                "store",
+                Some("S3DOCK_STORE"),
+                g.store.clone(),
+                p.store.clone(),
+            ),
+            default_store(),
+        );
+        let endpoint = pick(
+            "endpoint",
+            Some("S3DOCK_ENDPOINT"),
+            g.endpoint.clone(),
+            p.endpoint.clone(),
+        );
+        let region = pick(
+            "region",
+            Some("S3DOCK_REGION"),
+            g.region.clone(),
+            p.region.clone(),
+        );
+        let root_dir = pick(
+            "root_dir",
+            Some("S3DOCK_ROOT_DIR"),
+            g.root_dir.clone(),
+            p.root_dir.clone(),
+        );
+        let path_style = pick(
+            "path_style",
+            None,
+            g.path_style.map(|b| b.to_string()),
+            p.path_style.map(|b| b.to_string()),
+        );
+        let path_style = Setting {
+            value: path_style
+                .value
+                .map_or(endpoint.value.is_some(), |v| v == "true"),
+            source: path_style.source,
+        };
+        let cli_aws = match (&g.aws_profile, aws_from_profile_flag) {
+            (Some(a), _)
+                if matches!(sources.0.get("aws_profile"), Some(ValueSource::CommandLine)) =>
+            {
+                Some((a.clone(), None))
+            }
+            (_, Some(n)) => Some((n, Some("flag --profile (no config file)".to_string()))),
+            (a, None) => a.clone().map(|a| (a, None)),
+        };
+        let mut aws_profile = pick(
+            "aws_profile",
+            Some("AWS_PROFILE"),
+            cli_aws.as_ref().map(|(a, _)| a.clone()),
+            p.aws_profile.clone(),
+        );
+        if let Some((_, Some(src))) = cli_aws {
+            aws_profile.source = src;
+        }
+        let jobs = pick(
+            "jobs",
+            Some("S3DOCK_JOBS"),
+            g.jobs.map(|j| j.to_string()),
+            p.jobs.map(|j| j.to_string()),
+        );
+        let jobs = Setting {
+            value: jobs.value.map_or(Ok(DEFAULT_JOBS), |j| j.parse())?,
+            source: jobs.source,
+        };
+        let part_size = pick(
+            "part_size",
+            None,
+            g.part_size.map(|n| n.to_string()),
+            p.part_size.clone(),
+        );
+        let part_size = Setting {
+            value: match &part_size.value {
+                Some(v) => parse_size(v)?,
+                None => DEFAULT_PART_SIZE,
+            },
+            source: part_size.source,
+        };
+        let compression = typed(
+            pick(
+                "compression",
+                Some("S3DOCK_COMPRESSION"),
+                cmd_compression
+                    .map(|c| c.name().to_string())
+                    .or_else(|| env("S3DOCK_COMPRESSION")),
+                p.compression.clone(),
+            ),
+            "compression",
+            Compression::Gzip,
+        )?;
+        let builder = typed(
+            pick(
+                "builder",
+                Some("S3DOCK_BUILDER"),
+                cmd_builder
+                    .map(|b| b.bin().to_string())
+                    .or_else(|| env("S3DOCK_BUILDER")),
+                p.builder.clone(),
+            ),
+            "builder",
+            Builder::Docker,
+        )?;
+        let actor = pick(
+            "actor",
+            Some("S3DOCK_ACTOR"),
+            g.actor.clone(),
+            p.actor.clone(),
+        );
+        Ok(Settings {
+            config,
+            store,
+            endpoint,
+            region,
+            root_dir,
+            path_style,
+            aws_profile,
+            jobs,
+            part_size,
+            compression,
+            builder,
+            actor,
+            sse: g.sse.clone(),
+            sse_kms_key_id: g.sse_kms_key_id.clone(),
+            storage_class: g.storage_class.clone(),
+            accelerate: g.accelerate,
+            retries: g.retries,
+            quiet: g.quiet,
+            json: g.json,
+        })
+    }
+
+    /// The store to open: `store` (from an `s3://bucket/name` reference) or the setting.
+    pub fn store_config(&self, store: Option<String>) -> Result<StoreConfig> {
+        let url = store.unwrap_or_else(|| self.store.value.clone());
+        let location = Location::parse(&url)?;
+        if let Some(ep) = &self.endpoint.value {
+            let u = url::Url::parse(ep).with_context(|| format!("invalid --endpoint {ep:?}"))?;
+            if u.scheme() == "http" {
+                let loopback = match u.host() {
+                    Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                    Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    None => false,
+                };
+                if !loopback {
+                    tracing::warn!("--endpoint {ep} uses plain http: traffic, including signed requests, is unencrypted");
+                }
+            }
+        }
+        Ok(StoreConfig {
+            location,
+            root_dir: self.root_dir.value.clone(),
+            s3: S3Options {
+                endpoint: self.endpoint.value.clone(),
+                region: self.region.value.clone(),
+                profile: self.aws_profile.value.clone(),
+                path_style: self.path_style.value,
+                accelerate: self.accelerate,
+                sse: self.sse.clone(),
+                sse_kms_key_id: self.sse_kms_key_id.clone(),
+                storage_class: self.storage_class.clone(),
+                max_attempts: self.retries,
+            },
+            jobs: self.jobs.value,
+            part_size: self.part_size.value,
+        })
+    }
+
+    pub fn show_progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
+fn env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|s| !s.is_empty())
+}
+
+/// A string setting parsed into its type; the default when unset.
+fn typed<T: std::str::FromStr<Err = anyhow::Error>>(
+    s: Setting<Option<String>>,
+    what: &str,
+    default: T,
+) -> Result<Setting<T>> {
+    let value = match &s.value {
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("invalid {what} (from {})", s.source))?,
+        None => default,
+    };
+    Ok(Setting {
+        value,
+        source: s.source,
     })
 }
 
-fn fill(g: &mut Global, p: &Profile) -> Result<()> {
-    fn or<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
-        if slot.is_none() {
-            *slot = v.clone();
-        }
-    }
-    or(&mut g.store, &p.store);
-    or(&mut g.endpoint, &p.endpoint);
-    or(&mut g.region, &p.region);
-    or(&mut g.root_dir, &p.root_dir);
-    or(&mut g.path_style, &p.path_style);
-    or(&mut g.aws_profile, &p.aws_profile);
-    or(&mut g.jobs, &p.jobs);
-    or(&mut g.actor, &p.actor);
-    if g.part_size.is_none() {
-        g.part_size = p
-            .part_size
-            .as_deref()
-            .map(parse_size)
-            .transpose()
-            .map_err(|e| anyhow!(e))?;
-    }
-    g.profile_compression = p.compression.as_deref().map(str::parse).transpose()?;
-    g.profile_builder = p.builder.clone();
-    Ok(())
+pub fn default_store() -> String {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("s3dock/store").to_string_lossy().into_owned()
 }
 
-#[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
-    /// Write a profile to the config file (interactively on a terminal, or from flags)
-    Init(InitArgs),
-    /// Print the effective settings and where each came from (secrets are never printed)
-    Show,
-    /// List the profiles in the config file
-    List,
-}
-
-#[derive(Args, Debug)]
-pub struct InitArgs {
-    /// Layer compression for pushes: gzip, zstd or none
-    #[arg(long)]
-    pub compression: Option<Compression>,
-    /// Image builder for `s3dock build`: docker, podman or buildah
-    #[arg(long)]
-    pub builder: Option<String>,
-    /// Replace the profile if it exists
-    #[arg(long)]
-    pub force: bool,
-    /// Never prompt, even on a terminal
-    #[arg(long)]
-    pub no_input: bool,
-}
-
-pub fn run(cmd: ConfigCommand, g: Global, sources: &ArgSources) -> Result<()> {
+pub fn run(cmd: ConfigCommand, g: &Global, sources: &ArgSources) -> Result<()> {
     match cmd {
         ConfigCommand::Init(a) => init(g, a),
-        ConfigCommand::Show => show(g, sources),
+        ConfigCommand::Show => show(&Settings::resolve(g, sources, None, None)?),
         ConfigCommand::List => list(g.json),
     }
 }
 
-fn list(json: bool) -> Result<()> {
-    let path = config_path();
-    let Some(file) = load(&path)? else {
-        bail!(
-            "no config file at {}: create one with s3dock config init",
-            path.display()
-        );
-    };
-    let active = std::env::var("S3DOCK_PROFILE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| {
-            file.profiles
-                .contains_key("default")
-                .then(|| "default".to_string())
-        });
-    if json {
-        let v: Vec<_> = file
-            .profiles
-            .iter()
-            .map(|(n, p)| serde_json::json!({"name": n, "active": Some(n) == active.as_ref(), "store": p.store}))
-            .collect();
-        println!("{}", serde_json::json!({"path": path, "profiles": v}));
-        return Ok(());
-    }
-    for (n, p) in &file.profiles {
-        let mark = if Some(n) == active.as_ref() { "*" } else { " " };
-        println!(
-            "{mark} {n:<16} {}",
-            p.store.as_deref().map(redact_url).unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
-/// A size as `parse_size` reads it back (`16MiB`, `1GiB`, or bytes).
-fn fmt_size(n: u64) -> String {
-    if n.is_multiple_of(1 << 30) {
-        format!("{}GiB", n >> 30)
-    } else if n.is_multiple_of(1 << 20) {
-        format!("{}MiB", n >> 20)
-    } else if n.is_multiple_of(1 << 10) {
-        format!("{}KiB", n >> 10)
-    } else {
-        n.to_string()
-    }
-}
-
-/// URLs are printed without any user:password part.
-pub fn redact_url(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("***");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        _ => s.to_string(),
-    }
-}
-
-fn show(mut g: Global, sources: &ArgSources) -> Result<()> {
-    let sel = apply(&mut g, sources)?;
-    let from_profile = |set: bool| -> String {
-        match (&sel.name, set) {
-            (Some(n), true) => format!("profile {n}"),
-            _ => "default".to_string(),
-        }
-    };
-    let src = |id: &str, env: Option<&str>, in_profile: bool| -> String {
-        sources
-            .describe(id, env)
-            .unwrap_or_else(|| from_profile(in_profile))
-    };
-    let p = &sel.profile;
-    let env_or = |var: &str| std::env::var(var).ok().filter(|s| !s.is_empty());
-    let compression = env_or("S3DOCK_COMPRESSION")
-        .map(|v| (v, "env S3DOCK_COMPRESSION".to_string()))
-        .or_else(|| p.compression.clone().map(|v| (v, from_profile(true))))
-        .unwrap_or(("gzip".into(), "default".into()));
-    let builder = env_or("S3DOCK_BUILDER")
-        .map(|v| (v, "env S3DOCK_BUILDER".to_string()))
-        .or_else(|| p.builder.clone().map(|v| (v, from_profile(true))))
-        .unwrap_or(("docker".into(), "default".into()));
-    let actor = match &g.actor {
-        Some(a) => (
-            a.clone(),
-            src("actor", Some("S3DOCK_ACTOR"), p.actor.is_some()),
-        ),
+fn show(s: &Settings) -> Result<()> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let actor = match &s.actor.value {
+        Some(a) => (a.clone(), s.actor.source.clone()),
         None => {
-            let (a, how) = crate::release::audit::local_actor();
+            let (a, how) = local_actor();
             (a, how.to_string())
         }
     };
-    let store = g.store.clone().unwrap_or_else(crate::cli::default_store);
     let rows: Vec<(&str, String, String)> = vec![
-        (
-            "store",
-            redact_url(&store),
-            src("store", Some("S3DOCK_STORE"), p.store.is_some()),
-        ),
+        ("store", redact_url(&s.store.value), s.store.source.clone()),
         (
             "endpoint",
-            g.endpoint.as_deref().map(redact_url).unwrap_or_default(),
-            src("endpoint", Some("S3DOCK_ENDPOINT"), p.endpoint.is_some()),
+            s.endpoint
+                .value
+                .as_deref()
+                .map(redact_url)
+                .unwrap_or_default(),
+            s.endpoint.source.clone(),
         ),
-        (
-            "region",
-            g.region.clone().unwrap_or_default(),
-            src("region", Some("S3DOCK_REGION"), p.region.is_some()),
-        ),
+        ("region", opt(&s.region.value), s.region.source.clone()),
         (
             "root_dir",
-            g.root_dir.clone().unwrap_or_default(),
-            src("root_dir", Some("S3DOCK_ROOT_DIR"), p.root_dir.is_some()),
+            opt(&s.root_dir.value),
+            s.root_dir.source.clone(),
         ),
         (
             "path_style",
-            g.path_style.unwrap_or(g.endpoint.is_some()).to_string(),
-            src("path_style", None, p.path_style.is_some()),
+            s.path_style.value.to_string(),
+            s.path_style.source.clone(),
         ),
         (
             "aws_profile",
-            g.aws_profile.clone().unwrap_or_default(),
-            if sel.chosen_by == "none"
-                && g.aws_profile.is_some()
-                && matches!(sources.0.get("profile"), Some(ValueSource::CommandLine))
-            {
-                "flag --profile (no config file)".to_string()
-            } else {
-                src("aws_profile", Some("AWS_PROFILE"), p.aws_profile.is_some())
-            },
+            opt(&s.aws_profile.value),
+            s.aws_profile.source.clone(),
         ),
-        (
-            "jobs",
-            g.jobs.unwrap_or(crate::cli::DEFAULT_JOBS).to_string(),
-            src("jobs", Some("S3DOCK_JOBS"), p.jobs.is_some()),
-        ),
+        ("jobs", s.jobs.value.to_string(), s.jobs.source.clone()),
         (
             "part_size",
-            fmt_size(g.part_size.unwrap_or(crate::cli::DEFAULT_PART_SIZE)),
-            src("part_size", None, p.part_size.is_some()),
+            format_size(s.part_size.value),
+            s.part_size.source.clone(),
         ),
-        ("compression", compression.0, compression.1),
-        ("builder", builder.0, builder.1),
+        (
+            "compression",
+            s.compression.value.name().to_string(),
+            s.compression.source.clone(),
+        ),
+        (
+            "builder",
+            s.builder.value.bin().to_string(),
+            s.builder.source.clone(),
+        ),
         ("actor", actor.0, actor.1),
         (
             "credentials",
@@ -437,7 +575,8 @@ fn show(mut g: Global, sources: &ArgSources) -> Result<()> {
             "aws".to_string(),
         ),
     ];
-    if g.json {
+    let sel = &s.config;
+    if s.json {
         let settings: serde_json::Map<String, serde_json::Value> = rows
             .iter()
             .map(|(k, v, s)| {
@@ -482,7 +621,54 @@ fn show(mut g: Global, sources: &ArgSources) -> Result<()> {
     Ok(())
 }
 
-fn init(g: Global, a: InitArgs) -> Result<()> {
+fn list(json: bool) -> Result<()> {
+    let path = config_path();
+    let Some(file) = load(&path)? else {
+        bail!(
+            "no config file at {}: create one with s3dock config init",
+            path.display()
+        );
+    };
+    let active = std::env::var("S3DOCK_PROFILE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            file.profiles
+                .contains_key("default")
+                .then(|| "default".to_string())
+        });
+    if json {
+        let v: Vec<_> = file
+            .profiles
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "active": Some(n) == active.as_ref(), "store": p.store}))
+            .collect();
+        println!("{}", serde_json::json!({"path": path, "profiles": v}));
+        return Ok(());
+    }
+    for (n, p) in &file.profiles {
+        let mark = if Some(n) == active.as_ref() { "*" } else { " " };
+        println!(
+            "{mark} {n:<16} {}",
+            p.store.as_deref().map(redact_url).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// URLs are printed without any user:password part.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+fn init(g: &Global, a: InitArgs) -> Result<()> {
     let path = config_path();
     let mut file = load(&path)?.unwrap_or_default();
     let name = g.profile.clone().unwrap_or_else(|| "default".to_string());
@@ -504,7 +690,7 @@ fn init(g: Global, a: InitArgs) -> Result<()> {
         aws_profile: g.aws_profile.clone(),
         compression: a.compression.map(|c| c.name().to_string()),
         jobs: g.jobs,
-        part_size: g.part_size.map(fmt_size),
+        part_size: g.part_size.map(format_size),
         builder: a.builder.clone(),
         actor: g.actor.clone(),
     };
