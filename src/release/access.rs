@@ -5,7 +5,7 @@
 
 use super::audit::{Event, EVENT_SCHEMA};
 use super::records::{valid_name, Kind, Record, RECORD_SCHEMA};
-use crate::model::text::excerpt;
+use crate::model::text::{excerpt, EXCERPT_CHARS};
 use crate::registry::Registry;
 use crate::store::Driver;
 use anyhow::Result;
@@ -25,10 +25,20 @@ impl Malformed {
     pub fn new(what: &'static str, key: &str, why: impl Into<String>) -> Malformed {
         Malformed {
             what,
-            key: excerpt(key.as_bytes()),
+            key: short_key(key),
             why: why.into(),
         }
     }
+}
+
+/// A key for a message: escaped, and when long, its end (the part that names it).
+fn short_key(key: &str) -> String {
+    let n = key.chars().count();
+    if n <= EXCERPT_CHARS {
+        return excerpt(key.as_bytes());
+    }
+    let tail: String = key.chars().skip(n - EXCERPT_CHARS).collect();
+    format!("…{}", excerpt(tail.as_bytes()))
 }
 
 /// A failed read: the store failed (fatal), or the document is unusable (skippable).
