@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod profiles;
 mod render;
 mod settings;
 
