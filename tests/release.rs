@@ -1230,3 +1230,209 @@ fn config_profiles_and_precedence() {
     assert_eq!(s["profile"], serde_json::Value::Null);
     assert_eq!(s["settings"]["aws_profile"]["value"], "legacy-aws");
 }
+
+// ------------------------------------------------------------------ hostile records
+
+/// Reads an object of the store (relative to its root); None when absent.
+fn get_object(store: &TestStore, key: &str) -> Option<Vec<u8>> {
+    if let Some(d) = &store.dir {
+        return std::fs::read(d.path().join(key)).ok();
+    }
+    let (endpoint, bucket, prefix) = store.s3.as_ref().unwrap();
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(format!(
+            "import boto3,sys\nc=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
+             sys.stdout.buffer.write(c.get_object(Bucket='{bucket}',Key='{prefix}/'+sys.argv[1])['Body'].read())\n"
+        ))
+        .arg(key)
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+/// Writes an object into the store behind s3dock's back (an independent client on S3).
+fn put_object(store: &TestStore, key: &str, data: &[u8]) {
+    if let Some(d) = &store.dir {
+        let p = d.path().join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+        return;
+    }
+    let (endpoint, bucket, prefix) = store.s3.as_ref().unwrap();
+    let mut child = Command::new(venv_python())
+        .arg("-c")
+        .arg(format!(
+            "import boto3,sys\nc=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
+             c.put_object(Bucket='{bucket}',Key='{prefix}/'+sys.argv[1],Body=sys.stdin.buffer.read())\n"
+        ))
+        .arg(key)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    assert!(child.wait().unwrap().success(), "boto3 put of {key} failed");
+}
+
+/// The JSON object at `key`, changed by `f`, written back.
+fn edit_json(store: &TestStore, key: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&get_object(store, key).unwrap_or_else(|| panic!("no {key}")))
+            .unwrap();
+    f(&mut v);
+    put_object(store, key, &serde_json::to_vec(&v).unwrap());
+}
+
+/// No terminal control sequences or raw control characters in what s3dock printed.
+fn assert_no_controls(what: &str, bytes: &[u8]) {
+    let s = String::from_utf8_lossy(bytes);
+    assert!(
+        !s.chars().any(|c| c.is_control() && c != '\n'),
+        "{what} printed control characters: {s:?}"
+    );
+}
+
+/// The `s3dock: warning:` lines of a run's stderr.
+fn warnings(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("s3dock: warning:"))
+        .map(String::from)
+        .collect()
+}
+
+/// Records and events written by someone else: a newline in a version's image tag,
+/// escape sequences in an environment and an actor, a non-ASCII commit, a truncated
+/// audit event. `list` and `history` show the good ones, print one escaped warning
+/// line per bad one, and never a control character; `tag`/`promote` of the image with
+/// the hostile commit succeed and are audited (the old code panicked on all three).
+fn hostile_records(store: &TestStore) {
+    let app = app_name();
+    let r = format!("{app}:20250720-1045-def5678");
+    push_tiny(store, &r, "docker25-tiny.tar", "gzip");
+    ok(store, &["tag", &r, "v1.0.0"]);
+    ok(store, &["tag", &r, "v1.1.0"]);
+    ok(store, &["promote", &r, "staging"]);
+    ok(store, &["promote", &r, "production"]);
+    let base = format!("s3dock/apps/{app}");
+    // A newline in a version's image tag.
+    edit_json(store, &format!("{base}/_versions/v1.1.0.json"), |v| {
+        v["image_tag"] = "20250720-1045-def5678\nPWNED".into();
+    });
+    // An escape sequence in an environment's name.
+    edit_json(store, &format!("{base}/_envs/staging.json"), |v| {
+        v["env"] = "staging\u{1b}]0;owned\u{7}".into();
+    });
+    // A non-ASCII commit in the image record.
+    edit_json(
+        store,
+        &format!("{base}/_images/20250720-1045-def5678.json"),
+        |v| v["git"]["commit"] = "ééééééééé".into(),
+    );
+    // An escape sequence in an event's actor (free text: shown escaped, not refused),
+    // and a truncated event.
+    let events = audit_keys(store, &app);
+    assert_eq!(events.len(), 5, "{events:?}");
+    let tag_event = events.iter().find(|k| k.contains("-tag-")).unwrap();
+    edit_json(store, tag_event, |v| {
+        v["actor"]["name"] = "mallory\u{1b}[2J\u{1b}[31m".into();
+    });
+    let month = tag_event.rsplit('/').nth(1).unwrap();
+    let bad_event = format!("s3dock/audit/{app}/{month}/20200101-000000-push-0000000.json");
+    put_object(store, &bad_event, b"{\"schemaVersion\": 1, \"kind\": \"ev");
+
+    // list: the good records, one warning per bad one, nothing raw.
+    for json in [false, true] {
+        let mut args = vec!["list", app.as_str()];
+        if json {
+            args.insert(0, "--json");
+        }
+        let o = run(store, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "[{}] list {json}: {err}", store.kind);
+        assert_no_controls("list", &o.stdout);
+        assert_no_controls("list", &o.stderr);
+        let w = warnings(&o);
+        assert_eq!(
+            w.len(),
+            3,
+            "[{}] one line per bad record: {err}",
+            store.kind
+        );
+        for key in ["_versions/v1.1.0.json", "_envs/staging.json", "_images/"] {
+            assert!(w.iter().any(|l| l.contains(key)), "{key} not named: {w:?}");
+        }
+        assert!(w.iter().any(|l| l.contains("\\n")), "{w:?}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("v1.0.0") && out.contains("production"),
+            "{out}"
+        );
+        assert!(!out.contains("v1.1.0") && !out.contains("PWNED"), "{out}");
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["versions"].as_array().unwrap().len(), 1);
+            assert_eq!(v["environments"].as_array().unwrap().len(), 1);
+            // The image is still listed; its commit comes from the git-stable tag.
+            assert_eq!(v["images"][0]["commit"], "def5678");
+        }
+    }
+    // All apps: still listed.
+    let o = run(store, &["list"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&app));
+
+    // history: the good events, the hostile actor escaped, one warning for the bad one.
+    for json in [false, true] {
+        let mut args = vec!["history", app.as_str()];
+        if json {
+            args.insert(0, "--json");
+        }
+        let o = run(store, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "[{}] history: {err}", store.kind);
+        let w = warnings(&o);
+        assert_eq!(w.len(), 1, "{err}");
+        assert!(w[0].contains("20200101-000000-push-0000000"), "{w:?}");
+        assert_no_controls("history", &o.stderr);
+        let out = String::from_utf8_lossy(&o.stdout);
+        if json {
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&out)
+                    .unwrap()
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                5
+            );
+        } else {
+            assert_no_controls("history", &o.stdout);
+            assert_eq!(out.lines().count(), 5, "{out}");
+            assert!(out.contains("mallory\\u{1b}[2J"), "{out}");
+        }
+    }
+
+    // tag and promote of the image whose record has the hostile commit: they succeed,
+    // and each is in the audit trail.
+    ok(store, &["tag", &r, "v2.0.0"]);
+    ok(store, &["promote", &format!("{app}:v2.0.0"), "qa"]);
+    assert_eq!(audit_keys(store, &app).len(), 8);
+    let h = history(store, &app, &["-n", "2"]);
+    assert_eq!(h[0]["event"], "promote");
+    assert_eq!(h[1]["event"], "tag");
+    // The record's commit is refused; the git-stable tag's is used.
+    assert_eq!(h[1]["git_commit"], "def5678", "{h:?}");
+}
+
+#[test]
+fn hostile_records_on_dir_store() {
+    hostile_records(&TestStore::local());
+}
+
+#[test]
+fn hostile_records_on_moto() {
+    if let Some(s) = TestStore::s3("moto") {
+        hostile_records(&s);
+    }
+}

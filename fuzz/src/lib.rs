@@ -387,8 +387,8 @@ pub fn check_documents(data: &[u8]) {
     let _ = layer_compression(s);
     let _ = s3dock::model::reference::validate_name(s);
     // Command-line values.
-    let _ = s3dock::cli::parse_duration(s);
-    let _ = s3dock::cli::parse_size(s);
+    let _ = s3dock::model::units::parse_duration(s);
+    let _ = s3dock::model::units::parse_size(s);
     if let Ok((v, prefixed)) = s3dock::release::parse_version(s) {
         assert_eq!(prefixed, s.starts_with('v'));
         assert!(s.ends_with(&v.to_string()) || !v.build.is_empty());

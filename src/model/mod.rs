@@ -5,3 +5,4 @@ pub mod digest;
 pub mod image;
 pub mod reference;
 pub mod text;
+pub mod units;

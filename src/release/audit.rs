@@ -3,8 +3,15 @@
 //! with create-only conditional writes so no event ever overwrites another. Monthly
 //! folders keep `history --since` to a few listings.
 
+use super::access::{self, Malformed};
+use super::records::{
+    check, check_actor, check_env_name, check_git, is_commit, is_text, is_time, parse_version,
+    EnvRecord, GitInfo, TargetKind,
+};
+use crate::model::digest::Digest;
+use crate::model::reference::valid_tag;
+use crate::model::text::excerpt;
 use crate::registry::Registry;
-use crate::store::Driver;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::process::Command;
@@ -12,8 +19,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 pub const EVENT_SCHEMA: u32 = 1;
-/// Event names `history --event` accepts (cleanup and deploy are reserved for later).
-pub const EVENTS: &[&str] = &["push", "tag", "promote", "cleanup", "deploy"];
 
 /// Who did something: a name, how it was found, and the AWS identity when on S3.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,6 +63,15 @@ fn hostname() -> String {
 }
 
 impl Actor {
+    /// The local actor, without any lookup in the store (for commands that only read).
+    pub fn local() -> Actor {
+        Actor {
+            name: local_actor().0,
+            source: "local".into(),
+            aws: None,
+        }
+    }
+
     /// `explicit` is `--actor`/`S3DOCK_ACTOR` or the profile's `actor`. On S3 the caller
     /// identity (STS GetCallerIdentity) is added; failures are skipped quietly.
     pub async fn resolve(explicit: Option<&str>, explicit_source: &str, store: &Registry) -> Actor {
@@ -68,38 +82,118 @@ impl Actor {
                 (n, if how == "git user" { "git" } else { "os" }.to_string())
             }
         };
-        let aws = match &*store.driver {
-            Driver::S3(d) => caller_identity(d).await,
-            Driver::Fs(_) => None,
-        };
+        let aws = access::caller_identity(store).await;
         Actor { name, source, aws }
     }
 }
 
-async fn caller_identity(d: &crate::store::S3Driver) -> Option<String> {
-    let (sdk, endpoint) = d.sdk_config();
-    let mut b = aws_sdk_sts::config::Builder::from(sdk)
-        .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(1));
-    if sdk.region().is_none() {
-        b = b.region(aws_sdk_sts::config::Region::new("us-east-1"));
-    }
-    if let Some(ep) = endpoint {
-        b = b.endpoint_url(ep);
-    }
-    let client = aws_sdk_sts::Client::from_conf(b.build());
-    let call = client.get_caller_identity().send();
-    match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
-        Ok(Ok(out)) => out.arn().map(str::to_string),
-        Ok(Err(e)) => {
-            tracing::debug!(
-                "no AWS caller identity for the audit trail: {}",
-                aws_sdk_sts::error::DisplayErrorContext(e)
-            );
-            None
+/// A push: what the image tag now holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushTarget {
+    pub image: String,
+    pub tag: String,
+    pub digest: Digest,
+    pub config_digest: Digest,
+    pub size: u64,
+    pub platform: Option<String>,
+    pub compression: String,
+    pub git: Option<GitInfo>,
+}
+
+/// What a push replaced: the tag's earlier content, kept pullable by digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushPrevious {
+    pub digest: Digest,
+    pub archived: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagTarget {
+    pub version: String,
+    pub image: String,
+    pub image_tag: String,
+    pub digest: Digest,
+}
+
+/// The image a version named before `tag --force` moved it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagPrevious {
+    pub image_tag: String,
+    pub digest: Digest,
+    pub tagged_at: String,
+    pub tagged_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromoteTarget {
+    pub env: String,
+    pub kind: TargetKind,
+    pub name: String,
+    pub image: String,
+    pub image_tag: String,
+    pub digest: Digest,
+    pub generation: u64,
+}
+
+/// An event's kind with its typed payload: `event` names the kind, `target` is what
+/// the event did, `previous` the state it replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum What {
+    Push {
+        target: PushTarget,
+        previous: Option<PushPrevious>,
+    },
+    Tag {
+        target: TagTarget,
+        previous: Option<TagPrevious>,
+    },
+    Promote {
+        target: PromoteTarget,
+        previous: Option<Box<EnvRecord>>,
+    },
+}
+
+/// The kinds of event s3dock writes, for `history --event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Push,
+    Tag,
+    Promote,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 3] = [EventKind::Push, EventKind::Tag, EventKind::Promote];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Push => "push",
+            EventKind::Tag => "tag",
+            EventKind::Promote => "promote",
         }
-        Err(_) => {
-            tracing::debug!("no AWS caller identity for the audit trail: timed out");
-            None
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match EventKind::ALL.into_iter().find(|k| k.name() == s) {
+            Some(k) => Ok(k),
+            None => bail!(
+                "unknown event {}: use one of {}",
+                excerpt(s.as_bytes()),
+                EventKind::ALL.map(EventKind::name).join(", ")
+            ),
+        }
+    }
+}
+
+impl What {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            What::Push { .. } => EventKind::Push,
+            What::Tag { .. } => EventKind::Tag,
+            What::Promote { .. } => EventKind::Promote,
         }
     }
 }
@@ -111,15 +205,12 @@ pub struct Event {
     pub schema_version: u32,
     /// Always `event`.
     pub kind: String,
-    pub event: String,
+    #[serde(flatten)]
+    pub what: What,
     pub app: String,
     /// RFC 3339, UTC, with sub-second precision.
     pub time: String,
     pub actor: Actor,
-    /// What the event did (event-specific fields).
-    pub target: serde_json::Value,
-    /// The state it replaced, if any.
-    pub previous: Option<serde_json::Value>,
     /// Full commit hash of the image involved, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_commit: Option<String>,
@@ -134,25 +225,77 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 impl Event {
-    pub fn new(
-        event: &str,
-        app: &str,
-        actor: &Actor,
-        target: serde_json::Value,
-        previous: Option<serde_json::Value>,
-        git_commit: Option<String>,
-    ) -> Event {
+    pub fn new(app: &str, actor: &Actor, what: What, git_commit: Option<String>) -> Event {
         Event {
             schema_version: EVENT_SCHEMA,
             kind: "event".into(),
-            event: event.into(),
+            what,
             app: app.into(),
             time: rfc3339(now()),
             actor: actor.clone(),
-            target,
-            previous,
-            git_commit,
+            // Only a well-formed hash names the event's file.
+            git_commit: git_commit.filter(|c| is_commit(c)),
         }
+    }
+
+    /// Checks every field read from the store with the grammar of user input.
+    pub fn validate(&self, app: &str) -> Result<(), String> {
+        check(self.kind == "event", "kind", &self.kind)?;
+        check(self.app == app, "app", &self.app)?;
+        check(is_time(&self.time), "time", &self.time)?;
+        check_actor(&self.actor)?;
+        if let Some(c) = &self.git_commit {
+            check(is_commit(c), "git_commit", c)?;
+        }
+        let image = |image: &str, tag: &str| {
+            check(
+                valid_tag(tag) && image.strip_suffix(tag) == Some(&format!("{app}:")),
+                "image",
+                image,
+            )
+        };
+        match &self.what {
+            What::Push { target: t, .. } => {
+                image(&t.image, &t.tag)?;
+                if let Some(p) = &t.platform {
+                    check(is_text(p) && !p.contains(char::is_control), "platform", p)?;
+                }
+                check(
+                    t.compression
+                        .split(',')
+                        .all(|c| c.parse::<crate::codec::Compression>().is_ok()),
+                    "compression",
+                    &t.compression,
+                )?;
+                if let Some(g) = &t.git {
+                    check_git(g)?;
+                }
+            }
+            What::Tag {
+                target: t,
+                previous,
+            } => {
+                image(&t.image, &t.image_tag)?;
+                check(parse_version(&t.version).is_ok(), "version", &t.version)?;
+                if let Some(p) = previous {
+                    check(valid_tag(&p.image_tag), "previous image_tag", &p.image_tag)?;
+                    check(is_text(&p.tagged_by), "previous tagged_by", &p.tagged_by)?;
+                }
+            }
+            What::Promote {
+                target: t,
+                previous,
+            } => {
+                image(&t.image, &t.image_tag)?;
+                check(check_env_name(&t.env).is_ok(), "env", &t.env)?;
+                check(valid_tag(&t.name), "target", &t.name)?;
+                if let Some(p) = previous {
+                    use super::records::Record;
+                    p.validate(app, &t.env)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -160,13 +303,18 @@ impl Event {
 fn stem(ev: &Event) -> Result<String> {
     let t = OffsetDateTime::parse(&ev.time, &Rfc3339)?;
     let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    // `get` rather than slicing: a commit that is not ASCII hex must not panic here.
     let hash = ev
         .git_commit
         .as_deref()
-        .filter(|c| c.len() >= 7)
-        .map(|c| c[..7].to_string())
-        .unwrap_or_else(|| "0000000".into());
-    Ok(format!("{}-{}-{hash}", t.format(&fmt)?, ev.event))
+        .filter(|c| is_commit(c))
+        .and_then(|c| c.get(..7))
+        .unwrap_or("0000000");
+    Ok(format!(
+        "{}-{}-{hash}",
+        t.format(&fmt)?,
+        ev.what.kind().name()
+    ))
 }
 
 /// Writes the event; never overwrites one (a `-N` suffix is added when the second is taken).
@@ -179,8 +327,7 @@ pub async fn record(store: &Registry, ev: &Event) -> Result<String> {
         } else {
             format!("{base}-{n}")
         };
-        let key = store.layout.audit_event(&ev.app, &s);
-        if store.driver.put_if_absent(&key, data.clone()).await? {
+        if let Some(key) = access::put_event(store, &ev.app, &s, data.clone()).await? {
             return Ok(key);
         }
     }
@@ -197,8 +344,12 @@ pub struct Since {
 pub fn parse_since(s: &str) -> Result<Since> {
     let digits: String = s.chars().filter(|c| *c != '-').collect();
     let ok = digits.bytes().all(|b| b.is_ascii_digit());
-    let bad =
-        || anyhow::anyhow!("invalid --since {s:?}: use a month (2025-07) or a day (2025-07-21)");
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid --since {}: use a month (2025-07) or a day (2025-07-21)",
+            excerpt(s.as_bytes())
+        )
+    };
     if !ok {
         return Err(bad());
     }
@@ -232,68 +383,59 @@ pub fn parse_since(s: &str) -> Result<Since> {
     }
 }
 
-/// Events of `app`, newest first, optionally since a month/day and of one kind.
+/// Events of an app, newest first, and the event documents that were skipped.
+#[derive(Debug, Default)]
+pub struct History {
+    pub events: Vec<Event>,
+    pub malformed: Vec<Malformed>,
+}
+
+/// Events of `app`, newest first, optionally since a month/day and of one kind. A
+/// malformed event is skipped and reported, never fatal.
 pub async fn history(
     store: &Registry,
     app: &str,
     since: Option<&Since>,
-    event: Option<&str>,
-) -> Result<Vec<Event>> {
-    let months = store
-        .driver
-        .list_dirs(&store.layout.audit_prefix(app))
-        .await?;
+    event: Option<EventKind>,
+) -> Result<History> {
     let mut keys = Vec::new();
-    for m in months
-        .iter()
-        .filter(|m| m.len() == 6 && m.bytes().all(|b| b.is_ascii_digit()))
-    {
+    for m in access::event_months(store, app).await? {
         if since.is_some_and(|s| m.as_str() < s.month.as_str()) {
             continue;
         }
-        let prefix = store.layout.audit_month_prefix(app, m);
-        for o in store.driver.list(&prefix).await? {
-            let Some(name) = o.key.strip_prefix(&prefix) else {
-                continue;
-            };
-            // Only this app's events (a nested app `app/202507` would list here too).
-            let Some(stem) = name.strip_suffix(".json").filter(|n| !n.contains('/')) else {
-                continue;
-            };
+        for (key, stem) in access::event_keys(store, app, &m).await? {
             let mut parts = stem.splitn(4, '-');
             let (day, _, ev) = (parts.next(), parts.next(), parts.next());
-            if let Some(want) = event {
-                if ev != Some(want) {
-                    continue;
-                }
+            if event.is_some_and(|want| ev != Some(want.name())) {
+                continue;
             }
             if let (Some(s), Some(d)) = (since.and_then(|s| s.day.as_deref()), day) {
                 if d < s {
                     continue;
                 }
             }
-            keys.push(o.key);
+            keys.push(key);
         }
     }
-    let mut out = Vec::new();
-    let fetched = futures::future::join_all(keys.iter().map(|k| store.get_json::<Event>(k))).await;
+    let mut out = History::default();
+    let mut found = Vec::new();
+    let fetched =
+        futures::future::join_all(keys.iter().map(|k| access::get_event(store, app, k))).await;
     for (k, e) in keys.iter().zip(fetched) {
-        match e? {
-            Some(e) if e.schema_version <= EVENT_SCHEMA => out.push((e.time.clone(), k.clone(), e)),
-            Some(e) => tracing::warn!(
-                "skipping {k}: schema version {} is newer than this s3dock understands",
-                e.schema_version
-            ),
-            None => {}
+        match e {
+            Ok(Some(e)) => {
+                let t = OffsetDateTime::parse(&e.time, &Rfc3339).ok();
+                found.push((t, k.clone(), e));
+            }
+            Ok(None) => {}
+            Err(access::ReadError::Malformed(m)) => out.malformed.push(m),
+            Err(access::ReadError::Store(e)) => return Err(e),
         }
     }
-    // Times are fixed-width UTC RFC 3339 only up to the fraction; parse to compare.
-    out.sort_by(|a, b| {
-        let ta = OffsetDateTime::parse(&a.0, &Rfc3339).ok();
-        let tb = OffsetDateTime::parse(&b.0, &Rfc3339).ok();
-        tb.cmp(&ta).then_with(|| b.1.cmp(&a.1))
-    });
-    Ok(out.into_iter().map(|(_, _, e)| e).collect())
+    // Times are fixed-width UTC RFC 3339 only up to the fraction; compare them parsed.
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    out.events = found.into_iter().map(|(_, _, e)| e).collect();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -312,17 +454,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stems() {
+    fn tag_event() -> Event {
         let a = Actor {
             name: "a".into(),
             source: "git".into(),
             aws: None,
         };
-        let mut e = Event::new("promote", "x", &a, serde_json::json!({}), None, None);
+        let what = What::Tag {
+            target: TagTarget {
+                version: "v1.0.0".into(),
+                image: "x:t1".into(),
+                image_tag: "t1".into(),
+                digest: Digest::of(b"m"),
+            },
+            previous: None,
+        };
+        Event::new("x", &a, what, None)
+    }
+
+    #[test]
+    fn stems() {
+        let mut e = tag_event();
         e.time = "2025-07-21T21:18:05.123Z".into();
-        assert_eq!(stem(&e).unwrap(), "20250721-211805-promote-0000000");
+        assert_eq!(stem(&e).unwrap(), "20250721-211805-tag-0000000");
         e.git_commit = Some("f7a5a27aaaa".into());
-        assert_eq!(stem(&e).unwrap(), "20250721-211805-promote-f7a5a27");
+        assert_eq!(stem(&e).unwrap(), "20250721-211805-tag-f7a5a27");
+        // Not hex (and not ASCII): no panic, no hash.
+        e.git_commit = Some("f7a5a2éaaaa".into());
+        assert_eq!(stem(&e).unwrap(), "20250721-211805-tag-0000000");
+    }
+
+    #[test]
+    fn events_keep_their_json_shape() {
+        let e = tag_event();
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "tag");
+        assert_eq!(v["target"]["image_tag"], "t1");
+        assert!(v["previous"].is_null() && v.get("previous").is_some());
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back.what, e.what);
+        back.validate("x").unwrap();
+        assert!(back.validate("y").is_err());
+        assert!("deploy".parse::<EventKind>().is_err());
     }
 }

@@ -1,0 +1,286 @@
+//! The command line: clap arguments only. What they resolve to is in `settings`,
+//! what runs in `commands`, how results look in `render`.
+
+use clap::{Args, Parser, Subcommand};
+use s3dock::archive::Format;
+use s3dock::codec::Compression;
+use s3dock::model::units::{parse_duration, parse_size};
+use s3dock::release::builder::Builder;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "s3dock",
+    version,
+    about = "Push and pull container images between docker-save archives and S3, in the registry v2 layout"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Store: s3://bucket[/prefix], file:///path or a directory [default: ~/.local/share/s3dock/store]
+    #[arg(long, global = true, env = "S3DOCK_STORE")]
+    pub store: Option<String>,
+    /// S3 endpoint URL for S3-compatible servers (implies path-style addressing)
+    #[arg(long, global = true, env = "S3DOCK_ENDPOINT")]
+    pub endpoint: Option<String>,
+    #[arg(long, global = true, env = "S3DOCK_REGION")]
+    pub region: Option<String>,
+    /// Directory inside the bucket or store directory (the registry's `rootdirectory`)
+    #[arg(long, global = true, env = "S3DOCK_ROOT_DIR")]
+    pub root_dir: Option<String>,
+    /// Path-style S3 addressing [default: on with --endpoint, else off]
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub path_style: Option<bool>,
+    /// s3dock profile from the config file (~/.config/s3dock/config.toml); with no
+    /// config file, taken as the AWS profile
+    #[arg(long, global = true, env = "S3DOCK_PROFILE")]
+    pub profile: Option<String>,
+    /// AWS shared-config profile for credentials and region
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub aws_profile: Option<String>,
+    /// Server-side encryption: AES256 or aws:kms
+    #[arg(long, global = true, value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
+    #[arg(long, global = true)]
+    pub sse_kms_key_id: Option<String>,
+    /// S3 storage class for new objects (STANDARD, INTELLIGENT_TIERING, ...)
+    #[arg(long, global = true)]
+    pub storage_class: Option<String>,
+    /// Use S3 Transfer Acceleration
+    #[arg(long, global = true)]
+    pub accelerate: bool,
+    /// Concurrent part uploads / ranged downloads [default: 4]
+    #[arg(long, short = 'j', global = true, env = "S3DOCK_JOBS")]
+    pub jobs: Option<usize>,
+    /// Multipart part size (and download chunk size), e.g. 16MiB; grows for huge blobs [default: 16MiB]
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Attempts per S3 request, with exponential backoff and jitter
+    #[arg(long, global = true, default_value_t = 5)]
+    pub retries: u32,
+    /// No progress or summary on stderr
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Print the result as JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v, -vv)
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Who the audit trail names [default: git user, else user@host]
+    #[arg(long, global = true, env = "S3DOCK_ACTOR")]
+    pub actor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Push the images of a docker save / OCI archive (stdin or -i FILE) to the store
+    Push(PushArgs),
+    /// Write an image from the store as an archive for docker load / podman load
+    Pull(PullArgs),
+    /// List the tags of a repository
+    Tags { name: String },
+    /// Remove temporary objects and incomplete multipart uploads left by interrupted pushes
+    Cleanup {
+        /// Only what is older than this, so running pushes are left alone (e.g. 30m, 2h, 0s)
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Only report what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Build an image from a clean git tree, tagged APP:{YYYYMMDD-HHMM}-{commit} (--push to push it)
+    Build(BuildArgs),
+    /// Print the git-stable tag of the current commit, for other build tools
+    Stamp(StampArgs),
+    /// Give an image a semantic version: s3dock tag APP:TAG v1.2.0
+    Tag(TagArgs),
+    /// Point an environment at an image tag or version: s3dock promote APP:TAG ENV
+    Promote(PromoteArgs),
+    /// Print the image an environment runs: APP:TAG
+    Current(CurrentArgs),
+    /// List apps, or one app's images, versions and environments
+    List(ListArgs),
+    /// Show an app's audit trail, newest first
+    History(HistoryArgs),
+    /// Manage configuration profiles
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Target reference (name[:tag]), or s3://bucket/name[:tag]; default: the archive's own tags
+    pub reference: Option<String>,
+    /// Archive to read; - or absent means stdin
+    #[arg(long, short)]
+    pub input: Option<PathBuf>,
+    /// Layer compression: gzip, zstd or none [default: gzip, or the profile's]
+    #[arg(long, env = "S3DOCK_COMPRESSION")]
+    pub compression: Option<Compression>,
+    /// Compression level [default: gzip 1, zstd 3]
+    #[arg(long)]
+    pub level: Option<i32>,
+    /// Platform to take from a multi-platform archive
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Do not use the store's diff_id index to skip layers already stored
+    #[arg(long)]
+    pub no_index: bool,
+    /// Upload every part again instead of continuing the multipart uploads an
+    /// interrupted push left open
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Refuse to replace a tag that already exists
+    #[arg(long)]
+    pub no_clobber: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// name[:tag] or name@sha256:<digest>, or s3://bucket/name[:tag]; or APP with NAME
+    pub reference: String,
+    /// An environment, version or tag of the app: s3dock pull myapp production
+    pub name: Option<String>,
+    /// Write to FILE (atomically) instead of stdout
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// docker: OCI layout + manifest.json (docker/podman load); oci: OCI layout only
+    #[arg(long, default_value = "docker")]
+    pub format: Format,
+    /// RepoTags for the archive instead of the pulled reference
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// os/arch[/variant] to pick from a multi-platform image [default: this host's]
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Directory of blobs already on this host (content-addressed), filled as blobs are pulled
+    #[arg(long, env = "S3DOCK_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Write layers uncompressed (for Docker < 23 with zstd layers); spools each layer to a temp file
+    #[arg(long)]
+    pub decompress: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StampArgs {
+    /// App name: prints APP:TAG instead of TAG
+    pub app: Option<String>,
+    /// Directory inside the git repository
+    #[arg(long, short = 'C', default_value = ".")]
+    pub context: PathBuf,
+    /// Print the tag even if the tree has uncommitted changes
+    #[arg(long)]
+    pub allow_dirty: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// App (repository) name; the tag is {YYYYMMDD-HHMM}-{7-hex commit}
+    pub app: String,
+    /// Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(long, short = 'f')]
+    pub dockerfile: Option<PathBuf>,
+    /// Build context, inside the git repository
+    #[arg(long, default_value = ".")]
+    pub context: PathBuf,
+    /// Target platform, e.g. linux/arm64
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Builder CLI to run [default: docker, or the profile's builder]
+    #[arg(long, env = "S3DOCK_BUILDER")]
+    pub builder: Option<Builder>,
+    /// --build-arg KEY=VALUE, passed to the builder
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Stream the builder's save output straight into a push
+    #[arg(long)]
+    pub push: bool,
+    /// Layer compression for --push [default: gzip, or the profile's]
+    #[arg(long, env = "S3DOCK_COMPRESSION")]
+    pub compression: Option<Compression>,
+    /// Compression level [default: gzip 1, zstd 3]
+    #[arg(long)]
+    pub level: Option<i32>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// The image: APP:IMAGE_TAG (or APP:VERSION to alias a version)
+    pub image: String,
+    /// Semantic version, e.g. v1.2.0 or 1.2.0 (one style per app)
+    pub version: String,
+    /// Move the version if it already names another image (recorded)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    /// APP:TAG ENV, or APP TAG ENV (TAG: an image tag, a version, or another environment)
+    #[arg(num_args = 2..=3, required = true, value_names = ["APP[:TAG]", "TAG|ENV"])]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CurrentArgs {
+    pub app: String,
+    pub env: String,
+    /// Print APP:TAG@sha256:... (pullable by digest)
+    #[arg(long)]
+    pub digest: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// App to show; all apps when absent
+    pub app: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    pub app: String,
+    /// Only events since this month (2025-07) or day (2025-07-21), UTC
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this kind of event: push, tag or promote
+    #[arg(long)]
+    pub event: Option<String>,
+    /// At most N events
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Write a profile to the config file (interactively on a terminal, or from flags)
+    Init(InitArgs),
+    /// Print the effective settings and where each came from (secrets are never printed)
+    Show,
+    /// List the profiles in the config file
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Layer compression for pushes: gzip, zstd or none
+    #[arg(long)]
+    pub compression: Option<Compression>,
+    /// Image builder for `s3dock build`: docker, podman or buildah
+    #[arg(long)]
+    pub builder: Option<String>,
+    /// Replace the profile if it exists
+    #[arg(long)]
+    pub force: bool,
+    /// Never prompt, even on a terminal
+    #[arg(long)]
+    pub no_input: bool,
+}

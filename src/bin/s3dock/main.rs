@@ -1,0 +1,97 @@
+//! The `s3dock` command: parses arguments, resolves settings once, runs library
+//! operations and renders their results. stdout carries data only (archives,
+//! `--json`); everything else goes to stderr.
+
+mod cli;
+mod commands;
+mod profiles;
+mod render;
+mod settings;
+
+use clap::{CommandFactory, FromArgMatches};
+use cli::{Cli, Command};
+use settings::{ArgSources, Settings};
+
+fn main() -> std::process::ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sources = ArgSources::from_matches(&matches);
+    let filter = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info,aws=warn",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("S3DOCK_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_target(false)
+        .without_time()
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(async {
+        tokio::select! {
+            r = run(cli, sources) => match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("s3dock: error: {}", one_line(&e));
+                    1
+                }
+            },
+            (name, code) = interrupted() => {
+                // The work future is dropped here; then clean up what it had in flight.
+                let n = s3dock::registry::inflight::abort_all().await;
+                eprintln!("s3dock: error: interrupted by {name}: aborted {n} upload(s) in flight; no tag was changed by the unfinished work");
+                code
+            }
+        }
+    });
+    // Blocking threads (archive readers) may be parked on a pipe; don't wait for them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::ExitCode::from(code)
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name and the shell's exit code for it.
+async fn interrupted() -> (&'static str, u8) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = int.recv() => ("SIGINT", 130),
+        _ = term.recv() => ("SIGTERM", 143),
+    }
+}
+
+/// The error and its causes on one line, control characters escaped (errors can
+/// quote store content).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = s3dock::model::text::printable(&c.to_string().replace('\n', " ")).into_owned();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+async fn run(cli: Cli, sources: ArgSources) -> anyhow::Result<()> {
+    let (cmd_compression, cmd_builder) = match &cli.command {
+        Command::Push(a) => (a.compression, None),
+        Command::Build(a) => (a.compression, a.builder),
+        _ => (None, None),
+    };
+    match cli.command {
+        Command::Config { command } => settings::run(command, &cli.global, &sources),
+        command => {
+            let s = Settings::resolve(&cli.global, &sources, cmd_compression, cmd_builder)?;
+            commands::run(&s, command).await
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! How results look: text on stdout (data) and stderr (messages), or `--json`.
+//! Strings that came from a store are printed through `printable`, so a hostile
+//! record cannot drive the terminal.
+
+use crate::settings::Settings;
+use s3dock::model::text::printable;
+use s3dock::release::access::Malformed;
+use s3dock::release::audit::{Event, History, What};
+use s3dock::release::env::{Current, Promoted};
+use s3dock::release::list::{AppListing, AppSummary, EnvRow};
+use s3dock::release::push::PushRecord;
+use s3dock::release::records::TargetKind;
+use s3dock::release::tag::{short_digest, Tagged};
+use s3dock::transfer::stats::human_bytes;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A message on stderr unless `--quiet`.
+pub fn say(s: &Settings, msg: impl std::fmt::Display) {
+    if !s.quiet {
+        eprintln!("{msg}");
+    }
+}
+
+/// One line per record or event that was skipped (always shown: the output is incomplete).
+pub fn skipped(malformed: &[Malformed]) {
+    for m in malformed {
+        eprintln!("s3dock: warning: {m}; skipped");
+    }
+}
+
+/// `2025-07-21 21:18` from an RFC 3339 time.
+fn short_time(t: &str) -> String {
+    match OffsetDateTime::parse(t, &Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+            t.format(&f).unwrap_or_else(|_| t.to_string())
+        }
+        Err(_) => printable(t).into_owned(),
+    }
+}
+
+/// Tells the user what recording a push did (stderr).
+pub fn report_push(s: &Settings, recs: &[PushRecord]) {
+    for r in recs {
+        if r.unchanged {
+            say(
+                s,
+                format!(
+                    "{} already holds this content ({}): nothing changed",
+                    r.reference, r.digest
+                ),
+            );
+        } else if let Some(p) = r.previous {
+            say(
+                s,
+                format!(
+                    "{} replaced {p}, which stays pullable as {}@{p}",
+                    r.reference,
+                    r.reference.split(':').next().unwrap_or("")
+                ),
+            );
+        }
+    }
+}
+
+pub fn tagged(s: &Settings, t: &Tagged) {
+    let (app, version, image_tag, digest) = (&t.app, &t.version, &t.image_tag, &t.digest);
+    if t.unchanged {
+        say(
+            s,
+            format!("{app}:{version} already names {app}:{image_tag} ({digest}): nothing changed"),
+        );
+        if s.json {
+            println!(
+                "{}",
+                json!({"app": app, "version": version, "image_tag": image_tag, "digest": digest, "unchanged": true})
+            );
+        }
+        return;
+    }
+    match &t.previous {
+        Some(p) => say(
+            s,
+            format!(
+                "moved {app}:{version} from {app}:{} to {app}:{image_tag} ({digest})",
+                p.image_tag
+            ),
+        ),
+        None => say(
+            s,
+            format!("tagged {app}:{image_tag} as {app}:{version} ({digest})"),
+        ),
+    }
+    if s.json {
+        println!(
+            "{}",
+            json!({"app": app, "version": version, "image_tag": image_tag, "digest": digest,
+                "previous": t.previous.as_ref().map(|p| json!({"image_tag": p.image_tag, "digest": p.digest})),
+                "event": t.event})
+        );
+    }
+}
+
+pub fn promoted(s: &Settings, p: &Promoted) {
+    let (app, env, target, image_tag, digest) =
+        (&p.app, &p.env, &p.target, &p.image_tag, &p.digest);
+    if p.unchanged {
+        say(
+            s,
+            format!(
+                "{env} of {app} already points to {} ({app}:{image_tag}, {digest}): nothing changed",
+                target.name
+            ),
+        );
+        if s.json {
+            println!(
+                "{}",
+                json!({"app": app, "env": env, "target": target, "image_tag": image_tag, "digest": digest, "generation": p.generation, "unchanged": true})
+            );
+        }
+        return;
+    }
+    say(
+        s,
+        format!(
+            "promoted {app}:{} to {env} ({app}:{image_tag}, {digest}){}",
+            target.name,
+            p.previous
+                .as_ref()
+                .map(|p| format!(", was {}", p.target.name))
+                .unwrap_or_default()
+        ),
+    );
+    if s.json {
+        println!(
+            "{}",
+            json!({"app": app, "env": env, "target": target, "image_tag": image_tag, "digest": digest,
+                "generation": p.generation, "previous": p.previous, "event": p.event})
+        );
+    }
+}
+
+pub fn current(s: &Settings, c: &Current, with_digest: bool) -> anyhow::Result<()> {
+    let r = &c.resolved;
+    if s.json {
+        println!("{}", serde_json::to_string(r)?);
+    } else if with_digest {
+        println!("{}@{}", r.reference, r.digest);
+    } else {
+        println!("{}", r.reference);
+    }
+    if c.repushed.is_some() {
+        tracing::warn!(
+            "{} has been pushed again since it was promoted; {} runs {}",
+            r.reference,
+            r.env,
+            r.digest
+        );
+    }
+    Ok(())
+}
+
+pub fn listing(s: &Settings, l: &AppListing) {
+    skipped(&l.malformed);
+    let app = &l.app;
+    if s.json {
+        println!(
+            "{}",
+            json!({"app": app, "images": l.images, "versions": l.versions, "environments": l.environments})
+        );
+        return;
+    }
+    println!("{app}");
+    println!("  images:");
+    if l.images.is_empty() {
+        println!("    (none)");
+    }
+    for i in &l.images {
+        println!(
+            "    {:<24} {:<16} {:>9}  {:<7}  {}",
+            printable(&i.tag),
+            i.pushed_at
+                .as_deref()
+                .map(short_time)
+                .unwrap_or_else(|| "-".into()),
+            i.size.map(human_bytes).unwrap_or_else(|| "-".into()),
+            i.commit
+                .as_deref()
+                .map(|c| printable(c.get(..7).unwrap_or(c)))
+                .unwrap_or("-".into()),
+            short_digest(&i.digest)
+        );
+    }
+    println!("  versions:");
+    if l.versions.is_empty() {
+        println!("    (none)");
+    }
+    for v in &l.versions {
+        println!(
+            "    {:<24} {app}:{}  {}",
+            printable(&v.version),
+            printable(&v.image_tag),
+            short_digest(&v.digest)
+        );
+    }
+    println!("  environments:");
+    if l.environments.is_empty() {
+        println!("    (none)");
+    }
+    for e in &l.environments {
+        match e {
+            EnvRow::Error { env, error } => {
+                println!("    {:<24} error: {}", printable(env), printable(error))
+            }
+            EnvRow::Resolved(r) => {
+                let via = if r.target.kind == TargetKind::Version {
+                    format!("{} → ", printable(&r.target.name))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "    {:<24} {via}{}  {}",
+                    printable(&r.env),
+                    printable(&r.reference),
+                    short_time(&r.promoted_at)
+                );
+            }
+        }
+    }
+}
+
+pub fn apps(s: &Settings, apps: &[AppSummary], malformed: &[Malformed], store: &str) {
+    skipped(malformed);
+    if s.json {
+        let v: Vec<_> = apps
+            .iter()
+            .map(|a| json!({"app": a.app, "images": a.images, "versions": a.versions, "environments": a.environments}))
+            .collect();
+        println!("{}", json!({"apps": v}));
+        return;
+    }
+    if apps.is_empty() {
+        say(s, format!("no apps in store {store}"));
+    }
+    for a in apps {
+        println!(
+            "{:<32} {:>4} images {:>4} versions  {}",
+            printable(&a.app),
+            a.images,
+            a.versions,
+            if a.environments.is_empty() {
+                "-".to_string()
+            } else {
+                printable(&a.environments.join(", ")).into_owned()
+            }
+        );
+    }
+}
+
+pub fn history(s: &Settings, h: &History) -> anyhow::Result<()> {
+    skipped(&h.malformed);
+    if s.json {
+        println!("{}", serde_json::to_string(&h.events)?);
+        return Ok(());
+    }
+    for e in &h.events {
+        println!("{}", describe(e));
+    }
+    Ok(())
+}
+
+/// One line per event: time, kind, what it did, who did it.
+fn describe(e: &Event) -> String {
+    let what = match &e.what {
+        What::Push { target, previous } => format!(
+            "{} {}{}",
+            target.image,
+            short_digest(&target.digest),
+            previous
+                .as_ref()
+                .map(|p| format!(" (replaced {}, archived)", short_digest(&p.digest)))
+                .unwrap_or_default()
+        ),
+        What::Tag { target, previous } => format!(
+            "{}:{} = {} {}{}",
+            e.app,
+            target.version,
+            target.image,
+            short_digest(&target.digest),
+            previous
+                .as_ref()
+                .map(|p| format!(" (moved from {}:{})", e.app, p.image_tag))
+                .unwrap_or_default()
+        ),
+        What::Promote { target, previous } => format!(
+            "{} → {}{} {}{}",
+            target.env,
+            if target.kind == TargetKind::Version {
+                format!("{} = ", target.name)
+            } else {
+                String::new()
+            },
+            target.image,
+            short_digest(&target.digest),
+            previous
+                .as_ref()
+                .map(|p| format!(" (was {})", p.target.name))
+                .unwrap_or_default()
+        ),
+    };
+    let by = match &e.actor.aws {
+        Some(arn) => format!("{} [{arn}]", e.actor.name),
+        None => e.actor.name.clone(),
+    };
+    // Validated events hold only valid names, but actors are free text.
+    format!(
+        "{}  {:<8} {}  by {}",
+        short_time(&e.time),
+        e.what.kind().name(),
+        printable(&what),
+        printable(&by)
+    )
+}

@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    s3dock::cli::main()
-}
