@@ -267,22 +267,28 @@ fn drain(
     })
 }
 
-fn resident_mib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+/// The child's peak resident memory so far (VmHWM). Not wait4's ru_maxrss: that
+/// carries over the test process's own peak through the vfork+exec that spawns it.
+fn peak_mib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096 / MIB)
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            l.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// Runs s3dock, killing it after `secs` or above `cap_mib` of resident memory (so a
-/// store that makes it read /dev/zero cannot take the machine down with it).
+/// store that makes it read /dev/zero cannot take the machine down with it). Memory
+/// is sampled every 10 ms, so a spike in the last few milliseconds may be missed.
 fn run(store: &TestStore, args: &[String], secs: u64, cap_mib: u64) -> Ran {
     let start = Instant::now();
     let mut child = cmd(store, args).spawn().unwrap();
     let pid = child.id() as i32;
     let out = drain(child.stdout.take().unwrap(), 64 << 20);
     let err = drain(child.stderr.take().unwrap(), 1 << 20);
-    let mut killed = None;
+    let (mut killed, mut peak) = (None, 0);
     let (mut status, mut ru) = (0i32, unsafe { std::mem::zeroed::<libc::rusage>() });
     loop {
         // SAFETY: wait4 on our own child, with valid out-pointers.
@@ -291,11 +297,11 @@ fn run(store: &TestStore, args: &[String], secs: u64, cap_mib: u64) -> Ran {
             break;
         }
         assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
-        let rss = resident_mib(pid);
+        peak = peak.max(peak_mib(pid));
         let why = if start.elapsed() > Duration::from_secs(secs) {
             Some(format!("still running after {secs} s (hang)"))
-        } else if rss > cap_mib {
-            Some(format!("resident memory {rss} MiB above {cap_mib} MiB"))
+        } else if peak > cap_mib {
+            Some(format!("resident memory {peak} MiB above {cap_mib} MiB"))
         } else {
             None
         };
@@ -317,7 +323,7 @@ fn run(store: &TestStore, args: &[String], secs: u64, cap_mib: u64) -> Ran {
         stdout_len,
         stderr,
         stderr_len,
-        rss_mib: ru.ru_maxrss as u64 / 1024,
+        rss_mib: peak,
         secs: start.elapsed().as_secs_f64(),
         killed,
     }
@@ -995,7 +1001,13 @@ fn oversized_cases(b: &Base, size: u64) -> Vec<Case> {
         case(
             "image-record",
             big(record_key("images", IMG)),
-            vec![list, fail(&["pull", APP, IMG, "-o", OUT])],
+            // The tag link is intact: pulling it may work, within the same bounds.
+            vec![
+                list,
+                step(&["pull", APP, IMG, "-o", OUT], Expect::Survive)
+                    .rss(100)
+                    .short(),
+            ],
         ),
         case(
             "env-record",
@@ -1031,8 +1043,9 @@ fn many_layers(n: usize) -> Case {
     let s = if n <= 3000 {
         step(&pull_to_file(&reference), Expect::Succeed).rss(300)
     } else {
-        // Success or a clear "too many layers" error; never a panic.
-        step(&pull_to_file(&reference), Expect::Survive).rss(1024)
+        // Success or a clear "too many layers" error; never a panic. The memory bound
+        // also keeps the runaway case (GBs today) from starving the machine.
+        step(&pull_to_file(&reference), Expect::Survive).rss(300)
     };
     case(&tag, image("many", &tag, &layers, 0), vec![s.secs(150)])
 }
@@ -1123,7 +1136,7 @@ fn set(path: &'static [&'static str], value: &str) -> Edit {
     }))
 }
 
-fn record_cases(_: &Base, _: &Host) -> Vec<Case> {
+fn record_cases(b: &Base, _: &Host) -> Vec<Case> {
     let image = format!("{APP}:{IMG}");
     let evil = format!("{IMG}\n{INJECTED}\x1b[31mred");
     let readers = || {
@@ -1137,7 +1150,8 @@ fn record_cases(_: &Base, _: &Host) -> Vec<Case> {
             step(&["tag", &image, "v2.0.0"], Expect::Survive).audited(),
         ]
     };
-    let non_ascii = "é€ü€é€ü";
+    // Multi-byte characters across byte 7, where a 7-character short hash is cut.
+    let non_ascii = "ééééééé";
     let bad_json = || Edit::Put(b"{\"schemaVersion\": 1, \"kind\": \"ima".to_vec());
     let good_copy = Edit::Derive(
         record_key("images", IMG),
@@ -1205,6 +1219,10 @@ fn record_cases(_: &Base, _: &Host) -> Vec<Case> {
             "one-malformed-image-record",
             vec![
                 (record_key("images", "20250101-0000-aaa1111"), good_copy),
+                (
+                    tag_key(APP, "20250101-0000-aaa1111"),
+                    Edit::Put(b.manifest.clone().into_bytes()),
+                ),
                 (record_key("images", "20250102-0000-bad0bad"), bad_json()),
             ],
             vec![
