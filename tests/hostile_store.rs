@@ -282,6 +282,8 @@ fn peak_mib(pid: i32) -> u64 {
 /// Runs s3dock, killing it after `secs` or above `cap_mib` of resident memory (so a
 /// store that makes it read /dev/zero cannot take the machine down with it). Memory
 /// is sampled every 10 ms, so a spike in the last few milliseconds may be missed.
+// The child is reaped with wait4 (std's wait cannot poll memory while it waits).
+#[allow(clippy::zombie_processes)]
 fn run(store: &TestStore, args: &[String], secs: u64, cap_mib: u64) -> Ran {
     let start = Instant::now();
     let mut child = cmd(store, args).spawn().unwrap();
@@ -910,9 +912,10 @@ fn symlink_cases(b: &Base, h: &Host) -> Vec<Case> {
         (
             "images",
             IMG,
+            // The tag link is intact: pulling the tag may work without the record.
             vec![
                 step(&["list", APP], Expect::FailOrWarn),
-                step(&["pull", APP, IMG, "-o", OUT], Expect::Fail),
+                step(&["pull", APP, IMG, "-o", OUT], Expect::Survive),
             ],
         ),
         (
