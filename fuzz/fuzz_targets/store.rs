@@ -153,12 +153,15 @@ async fn drive(root: &Path) {
                 cache: None,
                 decompress: false,
             };
-            let stats = Arc::new(s3dock::transfer::stats::Stats::new(false, None, "pull"));
-            let r = s3dock::transfer::pull::pull(store, &r, std::io::sink(), &opts, stats, false)
-                .await;
+            let stats = Arc::new(s3dock::transfer::stats::Stats::default());
+            let r =
+                s3dock::transfer::pull::pull(store, &r, std::io::sink(), &opts, stats, false).await;
             if std::env::var_os("S3DOCK_FUZZ_DEBUG").is_some() {
                 // Seed checks: a seed's pulls should succeed (else mutations stay shallow).
-                eprintln!("store: pull {:?}", r.map(|_| ()).map_err(|e| format!("{e:#}")));
+                eprintln!(
+                    "store: pull {:?}",
+                    r.map(|_| ()).map_err(|e| format!("{e:#}"))
+                );
             }
         }
     };
@@ -180,7 +183,13 @@ async fn drive(root: &Path) {
         json: false,
     };
     let _ = release::list(&ctx, release::ListArgs { app: None }).await;
-    let _ = release::list(&ctx, release::ListArgs { app: Some(APP.into()) }).await;
+    let _ = release::list(
+        &ctx,
+        release::ListArgs {
+            app: Some(APP.into()),
+        },
+    )
+    .await;
     let history = release::HistoryArgs {
         app: APP.into(),
         since: None,
@@ -212,8 +221,7 @@ fuzz_target!(|data: &[u8]| {
     if write_store(dir.path(), data) == 0 {
         return;
     }
-    let done = runtime().block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), drive(dir.path())).await
-    });
+    let done = runtime()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), drive(dir.path())).await });
     assert!(done.is_ok(), "the store operations took over 20 s");
 });
