@@ -15,7 +15,13 @@ writes (stdlib only; the `zstd` command is used when present):
                            and zstd) by running that target once over its seeds;
   OUT_DIR/documents/       every JSON file in the fixtures (manifest.json,
                            index.json, OCI manifests, configs, repositories) and the
-                           image names, tags and command-line values they use.
+                           image names, tags and command-line values they use;
+  OUT_DIR/store/           whole directory stores in the text form of the `store`
+                           target: fixtures pushed (each compression), tagged and
+                           promoted by the real binary ($S3DOCK_BIN, else
+                           target/release/s3dock; skipped when neither exists), big
+                           layers replaced by a tiny one, digests and sizes of blobs
+                           replaced by `%NN` / `#NN` tokens.
 
 Nothing here is committed: the script runs before every fuzz run (about a second).
 """
@@ -142,9 +148,98 @@ def layout_of(path):
     return text, docs
 
 
+STORE_PUSHES = [("docker25-tiny.tar", "gzip"), ("docker25-tiny.tar", "none"),
+                ("docker25-tiny.tar", "zstd"), ("docker-legacy.tar", "gzip")]
+
+
+def store_text(root):
+    """A pushed store directory in the `store` target's text form."""
+    blobs, other = {}, {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            key = os.path.relpath(p, root)
+            with open(p, "rb") as fh:
+                body = fh.read()
+            m = re.fullmatch(r"docker/registry/v2/blobs/sha256/../([0-9a-f]{64})/data", key)
+            (blobs if m else other)[m.group(1) if m else key] = body
+    # Big layers become a tiny tar compressed the same way; their diff_ids follow.
+    diff_map = {}
+    for h, b in list(blobs.items()):
+        if len(b) <= BIG or looks_json(b):
+            continue
+        plain = plain_of(b)
+        n = len(diff_map)
+        while True:
+            tiny = tiny_layer(n)
+            new = (gzip.compress(tiny, mtime=0) if b[:2] == b"\x1f\x8b"
+                   else zstd(tiny) if b[:4] == b"\x28\xb5\x2f\xfd" else tiny)
+            if new is not None and b"\n>" not in new:
+                break
+            n += 1000
+        if plain is not None:
+            diff_map[sha256(plain).hexdigest().encode()] = sha256(tiny).hexdigest().encode()
+        blobs[h] = new
+    # Blobs in dependency order (a manifest after its config and layers).
+    order = []
+    while len(order) < len(blobs):
+        ready = [h for h in sorted(blobs) if h not in order and
+                 all(o.encode() not in blobs[h] or o in order for o in blobs if o != h)]
+        order.extend(ready or [h for h in sorted(blobs) if h not in order])
+    token = {h.encode(): b"%%%02d" % i for i, h in enumerate(order)}
+
+    def subst(b):
+        for old, new in diff_map.items():
+            b = b.replace(old, new)
+        return HEX.sub(lambda m: token.get(m.group(0), m.group(0)), b)
+
+    out = []
+    for h in order:
+        b = blobs[h]
+        if looks_json(b):
+            try:
+                v = json.loads(b)
+            except ValueError:
+                v = None
+            if isinstance(v, dict):
+                for desc in [v.get("config")] + list(v.get("layers") or []) + list(v.get("manifests") or []):
+                    if isinstance(desc, dict) and isinstance(desc.get("digest"), str):
+                        t = token.get(desc["digest"].split(":")[-1].encode())
+                        if t is not None:
+                            desc["size"] = "#" + t.decode()[1:]
+                b = re.sub(rb'"(#[0-9]{2})"', rb"\1", json.dumps(v, indent=2).encode())
+        out.append(b">blob\n" + subst(b))
+    for key in sorted(other):
+        out.append(b">" + subst(key.encode()) + b"\n" + subst(other[key]))
+    return b"\n".join(out)
+
+
+def store_seeds(out_dir):
+    exe = os.environ.get("S3DOCK_BIN") or os.path.join(ROOT, "target", "release", "s3dock")
+    if not os.access(exe, os.X_OK):
+        print(f"store seeds skipped: no s3dock binary at {exe} (cargo build --release)")
+        return 0
+    import tempfile
+    env = dict(os.environ, S3DOCK_CONFIG=os.path.join(out_dir, "no-config.toml"),
+               S3DOCK_ACTOR="fuzz-seed")
+    env.pop("S3DOCK_STORE", None)
+    n = 0
+    for archive, compression in STORE_PUSHES:
+        with tempfile.TemporaryDirectory() as store:
+            for args in (["push", "-q", "-i", os.path.join(FIXTURES, archive),
+                          "--compression", compression, "app:t"],
+                         ["tag", "app:t", "v1.0.0"], ["promote", "app:v1.0.0", "production"]):
+                subprocess.run([exe, "-q", "--store", store] + args, env=env, check=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            with open(os.path.join(out_dir, f"{archive[:-4]}-{compression}"), "wb") as o:
+                o.write(store_text(store))
+            n += 1
+    return n
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "fuzz", "seeds")
-    dirs = {k: os.path.join(out, k) for k in ("archive", "archive_layout", "documents")}
+    dirs = {k: os.path.join(out, k) for k in ("archive", "archive_layout", "documents", "store")}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
     strings = set(STRINGS)
@@ -193,8 +288,10 @@ def main():
         if os.path.getsize(p) <= MAX_LEN:
             shutil.copyfile(p, os.path.join(dirs["archive"], "bad-" + f))
             n_bad += 1
+    n_stores = store_seeds(dirs["store"])
     print(f"seeds in {out}: {len(os.listdir(dirs['archive_layout']))} layouts, "
-          f"{n_bad} broken archives, {n_docs} documents, {len(strings)} strings")
+          f"{n_bad} broken archives, {n_docs} documents, {len(strings)} strings, "
+          f"{n_stores} stores")
 
 
 if __name__ == "__main__":

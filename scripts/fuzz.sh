@@ -64,6 +64,10 @@ bin=fuzz/target/x86_64-unknown-linux-gnu/release
 # Seeds: regenerated from the fixtures every run (nothing binary is committed).
 rm -rf fuzz/seeds
 if command -v python3 >/dev/null 2>&1; then
+  # The `store` seeds are stores the real binary pushed.
+  if [ -z "${S3DOCK_BIN:-}" ] && [ ! -x target/release/s3dock ]; then
+    cargo build --release --bin s3dock >&2
+  fi
   python3 fuzz/make_seeds.py fuzz/seeds >&2
   # The archive target also starts from the layouts rendered as real archives.
   S3DOCK_FUZZ_RENDER=fuzz/seeds/archive "$bin/archive_layout" -runs=0 fuzz/seeds/archive_layout \
