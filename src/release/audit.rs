@@ -4,7 +4,6 @@
 //! folders keep `history --since` to a few listings.
 
 use crate::registry::Registry;
-use crate::store::Driver;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::process::Command;
@@ -68,9 +67,9 @@ impl Actor {
                 (n, if how == "git user" { "git" } else { "os" }.to_string())
             }
         };
-        let aws = match &*store.driver {
-            Driver::S3(d) => caller_identity(d).await,
-            Driver::Fs(_) => None,
+        let aws = match store.s3() {
+            Some(d) => caller_identity(d).await,
+            None => None,
         };
         Actor { name, source, aws }
     }
@@ -179,8 +178,8 @@ pub async fn record(store: &Registry, ev: &Event) -> Result<String> {
         } else {
             format!("{base}-{n}")
         };
-        let key = store.layout.audit_event(&ev.app, &s);
-        if store.driver.put_if_absent(&key, data.clone()).await? {
+        let key = store.layout().audit_event(&ev.app, &s);
+        if store.create_or_replace(&key, data.clone(), None).await? {
             return Ok(key);
         }
     }
@@ -240,8 +239,7 @@ pub async fn history(
     event: Option<&str>,
 ) -> Result<Vec<Event>> {
     let months = store
-        .driver
-        .list_dirs(&store.layout.audit_prefix(app))
+        .list_names(&store.layout().audit_prefix(app))
         .await?;
     let mut keys = Vec::new();
     for m in months
@@ -251,8 +249,8 @@ pub async fn history(
         if since.is_some_and(|s| m.as_str() < s.month.as_str()) {
             continue;
         }
-        let prefix = store.layout.audit_month_prefix(app, m);
-        for o in store.driver.list(&prefix).await? {
+        let prefix = store.layout().audit_month_prefix(app, m);
+        for o in store.list_objects(&prefix).await? {
             let Some(name) = o.key.strip_prefix(&prefix) else {
                 continue;
             };

@@ -153,7 +153,7 @@ fn check_schema(v: u32, what: &str) -> Result<()> {
 }
 
 async fn read_image(store: &Registry, app: &str, tag: &str) -> Result<Option<ImageRecord>> {
-    let r: Option<ImageRecord> = store.get_json(&store.layout.image_record(app, tag)).await?;
+    let r: Option<ImageRecord> = store.get_json(&store.layout().image_record(app, tag)).await?;
     if let Some(r) = &r {
         check_schema(r.schema_version, &format!("image record {app}:{tag}"))?;
     }
@@ -161,7 +161,7 @@ async fn read_image(store: &Registry, app: &str, tag: &str) -> Result<Option<Ima
 }
 
 async fn read_version(store: &Registry, app: &str, v: &str) -> Result<Option<VersionRecord>> {
-    let r: Option<VersionRecord> = store.get_json(&store.layout.version_record(app, v)).await?;
+    let r: Option<VersionRecord> = store.get_json(&store.layout().version_record(app, v)).await?;
     if let Some(r) = &r {
         check_schema(r.schema_version, &format!("version record {app}:{v}"))?;
     }
@@ -170,7 +170,7 @@ async fn read_version(store: &Registry, app: &str, v: &str) -> Result<Option<Ver
 
 async fn read_env(store: &Registry, app: &str, env: &str) -> Result<Option<(EnvRecord, String)>> {
     let r: Option<(EnvRecord, String)> = store
-        .get_json_with_etag(&store.layout.env_record(app, env))
+        .get_json_with_etag(&store.layout().env_record(app, env))
         .await?;
     if let Some((r, _)) = &r {
         check_schema(r.schema_version, &format!("environment {env} of {app}"))?;
@@ -181,8 +181,7 @@ async fn read_env(store: &Registry, app: &str, env: &str) -> Result<Option<(EnvR
 /// Names of the JSON records under a prefix (`x.json` → `x`), sorted.
 async fn record_names(store: &Registry, prefix: &str) -> Result<Vec<String>> {
     let mut v: Vec<String> = store
-        .driver
-        .list(prefix)
+        .list_objects(prefix)
         .await?
         .into_iter()
         .filter_map(|o| {
@@ -286,8 +285,7 @@ fn check_app_name(app: &str) -> Result<()> {
 async fn app_exists(store: &Registry, app: &str) -> Result<bool> {
     Ok(!store.tags(app).await?.is_empty()
         || !store
-            .driver
-            .list_dirs(&store.layout.app_prefix(app))
+            .list_names(&store.layout().app_prefix(app))
             .await?
             .is_empty())
 }
@@ -783,7 +781,7 @@ pub async fn record_push(
         let mut compressions: Vec<&str> = p.layers.iter().map(|l| l.compression.name()).collect();
         compressions.sort();
         compressions.dedup();
-        let key = store.layout.image_record(&app, &tag);
+        let key = store.layout().image_record(&app, &tag);
         let pushed_at = now();
         let mut previous = None;
         let mut unchanged = false;
@@ -941,7 +939,7 @@ pub async fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
         ),
     };
     // One prefix style per app.
-    let versions = record_names(store, &store.layout.version_records_prefix(&app)).await?;
+    let versions = record_names(store, &store.layout().version_records_prefix(&app)).await?;
     if let Some(other) = versions
         .iter()
         .find(|v| v.starts_with('v') != has_v && **v != version)
@@ -963,7 +961,7 @@ pub async fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
     if read_env(store, &app, &version).await?.is_some() {
         bail!("{app}:{version} is an environment, not a version");
     }
-    let key = store.layout.version_record(&app, &version);
+    let key = store.layout().version_record(&app, &version);
     let mut previous: Option<VersionRecord> = None;
     for attempt in 0.. {
         if attempt >= CAS_ATTEMPTS {
@@ -1042,7 +1040,7 @@ pub async fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
     materialise_version(store, &app, &version).await?;
     // Environments that follow this version now point at its new image.
     if previous.is_some() {
-        for env in record_names(store, &store.layout.env_records_prefix(&app)).await? {
+        for env in record_names(store, &store.layout().env_records_prefix(&app)).await? {
             if let Some((e, _)) = read_env(store, &app, &env).await? {
                 if e.target.kind == TargetKind::Version && e.target.name == version {
                     materialise_env(store, &app, &env).await?;
@@ -1110,7 +1108,7 @@ pub struct Resolved {
 }
 
 async fn env_names(store: &Registry, app: &str) -> Result<Vec<String>> {
-    record_names(store, &store.layout.env_records_prefix(app)).await
+    record_names(store, &store.layout().env_records_prefix(app)).await
 }
 
 /// Resolves `env` of `app` to an image: the version it names (as the version is now),
@@ -1218,7 +1216,7 @@ pub async fn promote(ctx: &Ctx, a: PromoteArgs) -> Result<()> {
             (r.target, r.image_tag, r.digest)
         }
         None if looks_like_version(&name) => {
-            let versions = record_names(store, &store.layout.version_records_prefix(&app)).await?;
+            let versions = record_names(store, &store.layout().version_records_prefix(&app)).await?;
             bail!(
                 "version {name} of {app} not found ({})",
                 if versions.is_empty() {
@@ -1236,7 +1234,7 @@ pub async fn promote(ctx: &Ctx, a: PromoteArgs) -> Result<()> {
     if read_version(store, &app, &env).await?.is_some() {
         bail!("{app}:{env} is a version, not an environment");
     }
-    let key = store.layout.env_record(&app, &env);
+    let key = store.layout().env_record(&app, &env);
     let mut previous = None;
     let mut new = None;
     for attempt in 0.. {
@@ -1426,9 +1424,9 @@ pub async fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     };
     check_app_name(&app)?;
     require_app(store, &app).await?;
-    let version_names = record_names(store, &store.layout.version_records_prefix(&app)).await?;
+    let version_names = record_names(store, &store.layout().version_records_prefix(&app)).await?;
     let env_list = env_names(store, &app).await?;
-    let recorded: BTreeSet<String> = record_names(store, &store.layout.image_records_prefix(&app))
+    let recorded: BTreeSet<String> = record_names(store, &store.layout().image_records_prefix(&app))
         .await?
         .into_iter()
         .collect();
@@ -1556,11 +1554,11 @@ pub async fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
 async fn list_apps(ctx: &Ctx) -> Result<()> {
     let store = &ctx.store;
     let mut apps: BTreeMap<String, (usize, usize, Vec<String>)> = BTreeMap::new();
-    for o in store.driver.list(&store.layout.apps_prefix()).await? {
-        let Some(app) = store.layout.app_of_record_key(&o.key) else {
+    for o in store.list_objects(&store.layout().apps_prefix()).await? {
+        let Some(app) = store.layout().app_of_record_key(&o.key) else {
             continue;
         };
-        let rest = &o.key[store.layout.app_prefix(&app).len()..];
+        let rest = &o.key[store.layout().app_prefix(&app).len()..];
         let entry = apps.entry(app).or_default();
         if let Some(name) = rest.strip_prefix("_images/") {
             if !name.contains('/') {
