@@ -21,7 +21,10 @@ fn every_written_object_carries_sse_and_storage_class() {
     let app = format!("enc/app{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let image = format!("{app}:20231114-2213-abcdef0");
     let archive = fixture("docker25.tar");
-    store.ok(&["-q", "push", "-i", archive.to_str().unwrap(), &image], None);
+    store.ok(
+        &["-q", "push", "-i", archive.to_str().unwrap(), &image],
+        None,
+    );
     store.ok(&["tag", &image, "v1.0.0"], None);
     store.ok(&["promote", &format!("{app}:v1.0.0"), "production"], None);
     // A second promote replaces the environment record (If-Match), and a re-tag
@@ -52,7 +55,13 @@ fn every_written_object_carries_sse_and_storage_class() {
     let listing = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = listing.lines().collect();
     // Blobs, layer/revision links, tag links, image/version/env records, audit events.
-    for kind in ["/blobs/", "/current/link", "/_envs/", "/_versions/", "s3dock/audit/"] {
+    for kind in [
+        "/blobs/",
+        "/current/link",
+        "/_envs/",
+        "/_versions/",
+        "s3dock/audit/",
+    ] {
         assert!(
             lines.iter().any(|l| l.contains(kind)),
             "no {kind} key was written:\n{listing}"

@@ -45,7 +45,11 @@ pub async fn cleanup(
     report.temp_objects += n;
     report.temp_bytes += bytes;
     // ... and multipart uploads left open.
-    match store.driver.list_uploads(&store.layout().root_prefix()).await {
+    match store
+        .driver
+        .list_uploads(&store.layout().root_prefix())
+        .await
+    {
         Err(StoreError::Unsupported(_)) if store.s3().is_some() => tracing::warn!(
             "this S3 server cannot list multipart uploads; incomplete uploads were not checked"
         ),

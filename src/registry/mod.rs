@@ -11,8 +11,8 @@ pub use upload::{BlobUpload, PendingUpload, UploadOutcome, Uploader};
 use crate::model::digest::Digest;
 use crate::model::text::excerpt;
 use crate::store::{
-    backoff, Found, FsDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver, StoreConfig,
-    StoreError,
+    backoff, Found, FsDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver,
+    StoreConfig, StoreError,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -261,7 +261,11 @@ impl Registry {
     pub async fn put_json<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<()> {
         Ok(self
             .driver
-            .put(key, serde_json::to_vec_pretty(v)?.into(), Precondition::None)
+            .put(
+                key,
+                serde_json::to_vec_pretty(v)?.into(),
+                Precondition::None,
+            )
             .await?)
     }
 

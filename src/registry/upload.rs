@@ -16,7 +16,9 @@
 use super::inflight;
 use crate::model::digest::Digest;
 use crate::registry::layout::Layout;
-use crate::store::{is_upload_gone, Found, PartTag, Precondition, StorageDriver, StoreError, StoredPart};
+use crate::store::{
+    is_upload_gone, Found, PartTag, Precondition, StorageDriver, StoreError, StoredPart,
+};
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use md5::{Digest as _, Md5};
@@ -58,7 +60,12 @@ enum Msg {
 }
 
 impl Uploader {
-    pub(crate) fn new(driver: Arc<dyn StorageDriver>, layout: Layout, jobs: usize, part_size: u64) -> Self {
+    pub(crate) fn new(
+        driver: Arc<dyn StorageDriver>,
+        layout: Layout,
+        jobs: usize,
+        part_size: u64,
+    ) -> Self {
         Uploader {
             driver,
             layout,

@@ -238,9 +238,7 @@ pub async fn history(
     since: Option<&Since>,
     event: Option<&str>,
 ) -> Result<Vec<Event>> {
-    let months = store
-        .list_names(&store.layout().audit_prefix(app))
-        .await?;
+    let months = store.list_names(&store.layout().audit_prefix(app)).await?;
     let mut keys = Vec::new();
     for m in months
         .iter()

@@ -153,7 +153,9 @@ fn check_schema(v: u32, what: &str) -> Result<()> {
 }
 
 async fn read_image(store: &Registry, app: &str, tag: &str) -> Result<Option<ImageRecord>> {
-    let r: Option<ImageRecord> = store.get_json(&store.layout().image_record(app, tag)).await?;
+    let r: Option<ImageRecord> = store
+        .get_json(&store.layout().image_record(app, tag))
+        .await?;
     if let Some(r) = &r {
         check_schema(r.schema_version, &format!("image record {app}:{tag}"))?;
     }
@@ -161,7 +163,9 @@ async fn read_image(store: &Registry, app: &str, tag: &str) -> Result<Option<Ima
 }
 
 async fn read_version(store: &Registry, app: &str, v: &str) -> Result<Option<VersionRecord>> {
-    let r: Option<VersionRecord> = store.get_json(&store.layout().version_record(app, v)).await?;
+    let r: Option<VersionRecord> = store
+        .get_json(&store.layout().version_record(app, v))
+        .await?;
     if let Some(r) = &r {
         check_schema(r.schema_version, &format!("version record {app}:{v}"))?;
     }
@@ -1216,7 +1220,8 @@ pub async fn promote(ctx: &Ctx, a: PromoteArgs) -> Result<()> {
             (r.target, r.image_tag, r.digest)
         }
         None if looks_like_version(&name) => {
-            let versions = record_names(store, &store.layout().version_records_prefix(&app)).await?;
+            let versions =
+                record_names(store, &store.layout().version_records_prefix(&app)).await?;
             bail!(
                 "version {name} of {app} not found ({})",
                 if versions.is_empty() {
@@ -1426,10 +1431,11 @@ pub async fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     require_app(store, &app).await?;
     let version_names = record_names(store, &store.layout().version_records_prefix(&app)).await?;
     let env_list = env_names(store, &app).await?;
-    let recorded: BTreeSet<String> = record_names(store, &store.layout().image_records_prefix(&app))
-        .await?
-        .into_iter()
-        .collect();
+    let recorded: BTreeSet<String> =
+        record_names(store, &store.layout().image_records_prefix(&app))
+            .await?
+            .into_iter()
+            .collect();
     let mut images = Vec::new();
     for tag in store.tags(&app).await? {
         if version_names.contains(&tag) || env_list.contains(&tag) {

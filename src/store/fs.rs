@@ -161,7 +161,7 @@ impl FsDriver {
             return Err(too_large(size));
         }
         let mut buf = Vec::with_capacity(size as usize);
-        f.take(max + 1)
+        f.take(max.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|e| StoreError::io("read", &self.root.join(key), e))?;
         if buf.len() as u64 > max {
@@ -206,13 +206,15 @@ impl FsDriver {
     /// Creates `key` only if it does not exist. `link(2)` makes this atomic.
     fn create(&self, key: &str, data: &[u8]) -> Res<()> {
         let tmp = self.write_temp(data)?;
-        let linked = self.parent_of(key).and_then(|dst| match std::fs::hard_link(&tmp, &dst) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                Err(StoreError::PreconditionFailed(key.to_string()))
-            }
-            Err(e) => Err(StoreError::io("create", &dst, e)),
-        });
+        let linked = self
+            .parent_of(key)
+            .and_then(|dst| match std::fs::hard_link(&tmp, &dst) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    Err(StoreError::PreconditionFailed(key.to_string()))
+                }
+                Err(e) => Err(StoreError::io("create", &dst, e)),
+            });
         let _ = std::fs::remove_file(&tmp);
         linked
     }
@@ -233,7 +235,11 @@ impl FsDriver {
         };
         // SAFETY: flock on a descriptor we own; the lock goes when `lock` is closed.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(StoreError::io("lock", &dir, std::io::Error::last_os_error()));
+            return Err(StoreError::io(
+                "lock",
+                &dir,
+                std::io::Error::last_os_error(),
+            ));
         }
         match self.read_all(key, u64::MAX) {
             Ok(cur) if etag_of(&cur) == etag => {}
@@ -294,9 +300,8 @@ impl StorageDriver for FsDriver {
                 return Err(StoreError::OutOfRange { key, start, len });
             }
             let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, start).map_err(|e| {
-                StoreError::Other(format!("cannot read {key} at {start}: {e}"))
-            })?;
+            f.read_exact_at(&mut buf, start)
+                .map_err(|e| StoreError::Other(format!("cannot read {key} at {start}: {e}")))?;
             Ok(buf.into())
         })
         .await
@@ -377,7 +382,10 @@ impl StorageDriver for FsDriver {
                             modified: m.modified().ok(),
                         });
                     } else {
-                        return Err(StoreError::NotARegularFile { key, what: kind(&m) });
+                        return Err(StoreError::NotARegularFile {
+                            key,
+                            what: kind(&m),
+                        });
                     }
                 }
             }

@@ -62,7 +62,9 @@ pub enum StoreError {
     PreconditionFailed(String),
     #[error("{key} is {size} bytes, more than the {max} allowed for it: refusing to read it")]
     TooLarge { key: String, size: u64, max: u64 },
-    #[error("{key} in the store is {what}, not a regular file: refusing it (remove it from the store)")]
+    #[error(
+        "{key} in the store is {what}, not a regular file: refusing it (remove it from the store)"
+    )]
     NotARegularFile { key: String, what: &'static str },
     #[error("{key}: the range {start}+{len} ends past the end of the object")]
     OutOfRange { key: String, start: u64, len: usize },
@@ -70,7 +72,9 @@ pub enum StoreError {
     Unsupported(&'static str),
     /// Completing or adding to a multipart upload found it gone: another push
     /// sharing it completed (or aborted) it.
-    #[error("the multipart upload of {0:?} no longer exists (another push completed or aborted it)")]
+    #[error(
+        "the multipart upload of {0:?} no longer exists (another push completed or aborted it)"
+    )]
     UploadGone(String),
     /// Any other failure: the one-line S3 or I/O message.
     #[error("{0}")]
@@ -85,7 +89,10 @@ impl StoreError {
 
 /// Whether an error (anywhere in an anyhow chain's head) is this store error kind.
 pub fn is_upload_gone(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<StoreError>(), Some(StoreError::UploadGone(_)))
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::UploadGone(_))
+    )
 }
 
 /// `NotFound` as `None`, for the callers to whom a missing key is a normal answer.

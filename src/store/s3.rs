@@ -9,13 +9,13 @@ use anyhow::{anyhow, bail, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
 };
-use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
-use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
-use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::Client;
 use bytes::{Buf, Bytes};
 use futures::{StreamExt, TryStreamExt};
@@ -439,7 +439,9 @@ impl StorageDriver for S3Driver {
                 Some(ObjectInfo {
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0) as u64,
-                    modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok()),
                 })
             }))
         })

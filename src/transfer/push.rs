@@ -455,7 +455,9 @@ async fn record_index(store: &Registry, l: &Layer, v1_id: Option<&str>) -> Resul
         };
         store
             .put_json(
-                &store.layout().diffid_index(&l.diff_id, l.compression.name()),
+                &store
+                    .layout()
+                    .diffid_index(&l.diff_id, l.compression.name()),
                 &rec,
             )
             .await?;
