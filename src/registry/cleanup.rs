@@ -3,8 +3,8 @@
 //! when older than a threshold, so pushes still running are not disturbed.
 
 use super::Registry;
-use crate::store::Driver;
-use anyhow::{Context, Result};
+use crate::store::StoreError;
+use anyhow::Result;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -29,65 +29,38 @@ pub async fn cleanup(
         dry_run,
         ..Default::default()
     };
-    let temp_prefix = store.layout.temp_prefix();
-    match store.driver.as_ref() {
-        Driver::Fs(d) => {
-            // Completed-but-unmoved temp objects, and the driver's own part files.
-            let dirs = [
-                d.root().join(&temp_prefix),
-                d.root().join(crate::store::fs::TMP_DIR),
-            ];
-            for dir in dirs {
-                let Ok(rd) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                for e in rd.flatten() {
-                    let m = e.metadata()?;
-                    if m.is_file() && old(m.modified().ok(), cutoff) {
-                        report.temp_objects += 1;
-                        report.temp_bytes += m.len();
-                        if !dry_run {
-                            std::fs::remove_file(e.path())
-                                .with_context(|| format!("cannot delete {}", e.path().display()))?;
-                        }
-                    }
-                }
+    let temp_prefix = store.layout().temp_prefix();
+    // Completed-but-unmoved temp objects ...
+    for o in store.list_objects(&temp_prefix).await? {
+        if old(o.modified, cutoff) {
+            report.temp_objects += 1;
+            report.temp_bytes += o.size;
+            if !dry_run {
+                store.driver.delete(&o.key).await?;
             }
         }
-        Driver::S3(d) => {
-            let c = d.client();
-            let mut pages = c
-                .list_objects_v2()
-                .bucket(&d.bucket)
-                .prefix(&temp_prefix)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.with_context(|| format!("cannot list {temp_prefix}"))?;
-                for o in page.contents() {
-                    let modified = o
-                        .last_modified()
-                        .and_then(|t| SystemTime::try_from(*t).ok());
-                    if let (Some(k), true) = (o.key(), old(modified, cutoff)) {
-                        report.temp_objects += 1;
-                        report.temp_bytes += o.size().unwrap_or(0) as u64;
-                        if !dry_run {
-                            store.driver.delete(k).await?;
-                        }
-                    }
-                }
-            }
-            match store.driver.list_uploads(&store.layout.root_prefix()).await? {
-                None => tracing::warn!(
-                    "this S3 server cannot list multipart uploads; incomplete uploads were not checked"
-                ),
-                Some(uploads) => {
-                    for u in uploads.into_iter().filter(|u| old(u.initiated, cutoff)) {
-                        report.incomplete_uploads += 1;
-                        if !dry_run {
-                            store.driver.abort_upload(&u.key, &u.id).await?;
-                        }
-                    }
+    }
+    // ... the driver's own scratch files (the directory store's part files) ...
+    let (n, bytes) = store.driver.sweep_scratch(cutoff, dry_run).await?;
+    report.temp_objects += n;
+    report.temp_bytes += bytes;
+    // ... and multipart uploads left open.
+    match store
+        .driver
+        .list_uploads(&store.layout().root_prefix())
+        .await
+    {
+        Err(StoreError::Unsupported(_)) if store.s3().is_some() => tracing::warn!(
+            "this S3 server cannot list multipart uploads; incomplete uploads were not checked"
+        ),
+        // The directory store's uploads are its scratch files, swept above.
+        Err(StoreError::Unsupported(_)) => {}
+        Err(e) => return Err(e.into()),
+        Ok(uploads) => {
+            for u in uploads.into_iter().filter(|u| old(u.initiated, cutoff)) {
+                report.incomplete_uploads += 1;
+                if !dry_run {
+                    store.driver.abort_upload(&u.key, &u.id).await?;
                 }
             }
         }

@@ -2,12 +2,12 @@
 //! that SIGINT/SIGTERM can abort or delete them before exiting instead of leaving
 //! stray parts and temp objects behind.
 
-use crate::store::Driver;
+use crate::store::StorageDriver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 struct Entry {
-    driver: Arc<Driver>,
+    driver: Arc<dyn StorageDriver>,
     key: String,
     /// A multipart upload to abort; None for a temporary object to delete.
     upload_id: Option<String>,
@@ -27,7 +27,7 @@ impl Drop for Guard {
     }
 }
 
-pub fn track(driver: &Arc<Driver>, key: &str, upload_id: Option<&str>) -> Guard {
+pub fn track(driver: &Arc<dyn StorageDriver>, key: &str, upload_id: Option<&str>) -> Guard {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let e = Entry {
@@ -49,6 +49,7 @@ pub async fn abort_all() -> usize {
             None => e.driver.delete(&e.key).await,
         };
         if let Err(err) = r {
+            let err = anyhow::Error::from(err);
             tracing::warn!("could not clean up {}: {err:#}", e.key);
         }
     });

@@ -9,34 +9,49 @@ mod upload;
 pub use upload::{BlobUpload, PendingUpload, UploadOutcome, Uploader};
 
 use crate::model::digest::Digest;
-use crate::store::{Driver, FsDriver, Location, S3Driver, StoreConfig};
+use crate::model::text::excerpt;
+use crate::store::{
+    backoff, Found, FsDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver,
+    StoreConfig, StoreError,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use layout::{link_body, Layout};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A driver plus the layout: registry-level operations on blobs, links and tags.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pub driver: Arc<Driver>,
-    pub layout: Layout,
+    driver: Arc<dyn StorageDriver>,
+    layout: Layout,
     pub jobs: usize,
     pub part_size: u64,
     /// Human-readable location for messages.
     pub display: String,
 }
 
+// Size limits of what is read whole from the store, checked before reading (the
+// store is untrusted input: a planted 200 MB "link" must not be buffered).
+
 /// Configs and manifests are small; anything larger is refused rather than buffered.
 pub const MAX_METADATA_BLOB: u64 = 32 << 20;
+/// A link file: a digest string, 71 bytes; the rest is slack for other writers' newlines.
+pub const MAX_LINK: u64 = 1 << 10;
+/// JSON documents: release records, audit events, the diff-id and v1-id indexes.
+pub const MAX_JSON_DOC: u64 = 1 << 20;
+
+/// First pause between compare-and-swap attempts that lost a race.
+const CAS_BACKOFF: Duration = Duration::from_millis(5);
 
 impl Registry {
     pub async fn open(cfg: &StoreConfig) -> Result<Self> {
-        let (driver, prefix, display) = match &cfg.location {
+        let (driver, prefix, display): (Arc<dyn StorageDriver>, _, _) = match &cfg.location {
             Location::Dir(p) => {
                 std::fs::create_dir_all(p)
                     .with_context(|| format!("cannot create store directory {}", p.display()))?;
                 (
-                    Driver::Fs(FsDriver::new(p.clone())),
+                    Arc::new(FsDriver::new(p.clone())),
                     String::new(),
                     p.display().to_string(),
                 )
@@ -45,7 +60,7 @@ impl Registry {
                 let d = S3Driver::connect(bucket, &cfg.s3).await?;
                 d.check().await?;
                 (
-                    Driver::S3(d),
+                    Arc::new(d),
                     prefix.clone(),
                     format!("s3://{bucket}/{prefix}"),
                 )
@@ -58,12 +73,22 @@ impl Registry {
             .collect::<Vec<_>>()
             .join("/");
         Ok(Registry {
-            driver: Arc::new(driver),
+            driver,
             layout: Layout::new(&root),
             jobs: cfg.jobs.max(1),
             part_size: cfg.part_size,
             display,
         })
+    }
+
+    /// The keys of this store.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The S3 driver when the store is in S3 (for AWS calls beyond storage).
+    pub fn s3(&self) -> Option<&S3Driver> {
+        self.driver.as_s3()
     }
 
     pub fn uploader(&self) -> Uploader {
@@ -75,23 +100,44 @@ impl Registry {
         )
     }
 
+    /// Size of the object at `key`; None when it does not exist.
+    pub async fn object_size(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.driver.stat(key).await.found()?)
+    }
+
+    /// Exactly `len` bytes of `key` from `start`.
+    pub async fn read_range(&self, key: &str, start: u64, len: usize) -> Result<Bytes> {
+        Ok(self.driver.get_range(key, start, len).await?)
+    }
+
+    /// Every object under `prefix`, recursively.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        Ok(self.driver.list(prefix).await?)
+    }
+
+    /// The "directory" names directly under `prefix`.
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.driver.list_dirs(prefix).await?)
+    }
+
     pub async fn blob_size(&self, d: &Digest) -> Result<Option<u64>> {
-        self.driver.stat(&self.layout.blob_data(d)).await
+        self.object_size(&self.layout.blob_data(d)).await
     }
 
     /// Reads a small blob (config, manifest) and verifies its digest.
     pub async fn get_small_blob(&self, d: &Digest) -> Result<Bytes> {
-        let key = self.layout.blob_data(d);
-        if let Some(size) = self.driver.stat(&key).await? {
-            if size > MAX_METADATA_BLOB {
-                bail!("blob {d} is {size} bytes, too large for a config or manifest");
-            }
-        }
-        let data = self
+        let data = match self
             .driver
-            .get(&key)
-            .await?
-            .ok_or_else(|| anyhow!("blob {d} is missing from the store"))?;
+            .get(&self.layout.blob_data(d), MAX_METADATA_BLOB)
+            .await
+        {
+            Ok(data) => data,
+            Err(StoreError::NotFound(_)) => bail!("blob {d} is missing from the store"),
+            Err(StoreError::TooLarge { size, .. }) => {
+                bail!("blob {d} is {size} bytes, too large for a config or manifest")
+            }
+            Err(e) => return Err(e.into()),
+        };
         let actual = Digest::of(&data);
         if actual != *d {
             bail!("blob {d} is corrupt in the store: its content hashes to {actual}");
@@ -105,32 +151,30 @@ impl Registry {
             bail!("content does not match its digest {d}");
         }
         let key = self.layout.blob_data(d);
-        if self.driver.stat(&key).await?.is_some() {
+        if self.object_size(&key).await?.is_some() {
             return Ok(false);
         }
-        self.driver.put(&key, data).await?;
+        self.driver.put(&key, data, Precondition::None).await?;
         Ok(true)
     }
 
     async fn write_link(&self, key: &str, d: &Digest) -> Result<()> {
         // Links are immutable for a given path, except tags' `current`; skip rewriting identical ones.
-        if self.driver.get(key).await?.as_deref() == Some(&link_body(d)[..]) {
+        let current = self.driver.get(key, MAX_LINK).await.found();
+        if matches!(&current, Ok(Some(b)) if b[..] == link_body(d)[..]) {
             return Ok(());
         }
-        self.driver.put(key, link_body(d).into()).await
+        Ok(self
+            .driver
+            .put(key, link_body(d).into(), Precondition::None)
+            .await?)
     }
 
-    /// Reads a link file; a malformed one is an error naming the key.
+    /// Reads a link file; a malformed one is an error naming the key and quoting an excerpt.
     pub async fn read_link(&self, key: &str) -> Result<Option<Digest>> {
-        match self.driver.get(key).await? {
+        match self.driver.get(key, MAX_LINK).await.found()? {
             None => Ok(None),
-            Some(b) => {
-                let s = std::str::from_utf8(&b).map_err(|_| anyhow!("link {key} is not text"))?;
-                Ok(Some(
-                    s.parse()
-                        .with_context(|| format!("link {key} is malformed"))?,
-                ))
-            }
+            Some(b) => parse_link(key, &b).map(Some),
         }
     }
 
@@ -150,40 +194,49 @@ impl Registry {
         let current = self.layout.tag_current(repo, tag);
         self.write_link(&self.layout.tag_index(repo, tag, d), d)
             .await?;
-        let body = Bytes::from(link_body(d));
-        for attempt in 0..16u32 {
-            let swapped = match self.driver.get_with_etag(&current).await? {
-                None => (
-                    None,
-                    self.driver.put_if_absent(&current, body.clone()).await?,
-                ),
-                Some((old, etag)) => {
-                    let prev = std::str::from_utf8(&old)
-                        .ok()
-                        .and_then(|s| s.parse::<Digest>().ok())
-                        .with_context(|| format!("link {current} is malformed"))?;
-                    if prev == *d {
-                        return Ok(Some(prev));
-                    }
-                    (
-                        Some(prev),
-                        self.driver
-                            .put_if_match(&current, body.clone(), &etag)
-                            .await?,
-                    )
-                }
-            };
-            if let (previous, true) = swapped {
-                return Ok(previous);
-            }
-            // Another writer moved the tag between our read and write: read again.
-            let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8);
-            tokio::time::sleep(std::time::Duration::from_millis(
-                10 * u64::from(attempt + 1) + jitter,
-            ))
+        let mut previous = None;
+        let updated = self
+            .update(&current, MAX_LINK, |old| {
+                let prev = old.map(|b| parse_link(&current, b)).transpose()?;
+                previous = prev;
+                Ok((prev != Some(*d)).then(|| Bytes::from(link_body(d))))
+            })
             .await;
+        match updated {
+            Ok(_) => Ok(previous),
+            Err(e) if e.is::<Contended>() => {
+                bail!("tag {repo}:{tag} kept changing under concurrent updates; try again")
+            }
+            Err(e) => Err(e),
         }
-        bail!("tag {repo}:{tag} kept changing under concurrent updates; try again")
+    }
+
+    /// The one compare-and-swap loop: reads `key` (at most `max` bytes), lets `change`
+    /// compute the new content from the current one (None: leave it as it is), and
+    /// writes it only if nobody changed the key meanwhile, else reads again. Returns
+    /// whether it wrote; fails with [`Contended`] after 16 lost races.
+    pub async fn update(
+        &self,
+        key: &str,
+        max: u64,
+        mut change: impl FnMut(Option<&Bytes>) -> Result<Option<Bytes>>,
+    ) -> Result<bool> {
+        for attempt in 0..16u32 {
+            let (old, cond) = match self.driver.get_with_etag(key, max).await.found()? {
+                None => (None, Precondition::IfAbsent),
+                Some((b, etag)) => (Some(b), Precondition::IfMatch(etag)),
+            };
+            let Some(new) = change(old.as_ref())? else {
+                return Ok(false);
+            };
+            match self.driver.put(key, new, cond).await {
+                Ok(()) => return Ok(true),
+                // Another writer changed the key between our read and write: read again.
+                Err(StoreError::PreconditionFailed(_)) => backoff(attempt, CAS_BACKOFF).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Contended(key.to_string()).into())
     }
 
     pub async fn tag_target(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
@@ -195,22 +248,35 @@ impl Registry {
     }
 
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
-        self.driver.list_dirs(&self.layout.tags_prefix(repo)).await
+        self.list_names(&self.layout.tags_prefix(repo)).await
+    }
+
+    /// A JSON document's bytes (at most [`MAX_JSON_DOC`]), for callers that validate it.
+    pub async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.driver.get(key, MAX_JSON_DOC).await.found()?)
+    }
+
+    /// A JSON document's bytes and etag, for a compare-and-swap.
+    pub async fn get_document_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        Ok(self.driver.get_with_etag(key, MAX_JSON_DOC).await.found()?)
     }
 
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.driver.get(key).await? {
+        match self.get_document(key).await? {
             None => Ok(None),
-            Some(b) => Ok(Some(
-                serde_json::from_slice(&b).with_context(|| format!("{key} is not valid JSON"))?,
-            )),
+            Some(b) => parse_json(key, &b).map(Some),
         }
     }
 
     pub async fn put_json<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<()> {
-        self.driver
-            .put(key, serde_json::to_vec_pretty(v)?.into())
-            .await
+        Ok(self
+            .driver
+            .put(
+                key,
+                serde_json::to_vec_pretty(v)?.into(),
+                Precondition::None,
+            )
+            .await?)
     }
 
     /// A JSON document and its etag, for a compare-and-swap with [`Registry::put_json_if`].
@@ -218,12 +284,9 @@ impl Registry {
         &self,
         key: &str,
     ) -> Result<Option<(T, String)>> {
-        match self.driver.get_with_etag(key).await? {
+        match self.get_document_with_etag(key).await? {
             None => Ok(None),
-            Some((b, etag)) => Ok(Some((
-                serde_json::from_slice(&b).with_context(|| format!("{key} is not valid JSON"))?,
-                etag,
-            ))),
+            Some((b, etag)) => Ok(Some((parse_json(key, &b)?, etag))),
         }
     }
 
@@ -235,10 +298,51 @@ impl Registry {
         v: &T,
         etag: Option<&str>,
     ) -> Result<bool> {
-        let data: Bytes = serde_json::to_vec_pretty(v)?.into();
-        match etag {
-            None => self.driver.put_if_absent(key, data).await,
-            Some(e) => self.driver.put_if_match(key, data, e).await,
+        self.create_or_replace(key, serde_json::to_vec_pretty(v)?.into(), etag)
+            .await
+    }
+
+    /// Writes `data` only if `key` is absent (`etag` None) or still at `etag`;
+    /// false when another writer won.
+    pub async fn create_or_replace(
+        &self,
+        key: &str,
+        data: Bytes,
+        etag: Option<&str>,
+    ) -> Result<bool> {
+        let cond = etag.map_or(Precondition::IfAbsent, |e| {
+            Precondition::IfMatch(e.to_string())
+        });
+        match self.driver.put(key, data, cond).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::PreconditionFailed(_)) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A compare-and-swap that kept losing to other writers.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} kept changing under concurrent updates; try again")]
+pub struct Contended(pub String);
+
+/// A link's digest; the error quotes only an excerpt of what the store held.
+fn parse_link(key: &str, b: &[u8]) -> Result<Digest> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("link {key} is malformed: {}", excerpt(b)))
+}
+
+/// A JSON document; the error gives the position and only an excerpt of the content
+/// (serde's own message may quote an arbitrarily long string from it).
+fn parse_json<T: serde::de::DeserializeOwned>(key: &str, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| {
+        anyhow!(
+            "{key} is not valid JSON (line {}, column {}): {}",
+            e.line(),
+            e.column(),
+            excerpt(b)
+        )
+    })
 }

@@ -16,7 +16,9 @@
 use super::inflight;
 use crate::model::digest::Digest;
 use crate::registry::layout::Layout;
-use crate::store::{Driver, PartTag, StoredPart, UploadGone};
+use crate::store::{
+    is_upload_gone, Found, PartTag, Precondition, StorageDriver, StoreError, StoredPart,
+};
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use md5::{Digest as _, Md5};
@@ -33,7 +35,7 @@ const MIB: u64 = 1 << 20;
 
 #[derive(Clone)]
 pub struct Uploader {
-    driver: Arc<Driver>,
+    driver: Arc<dyn StorageDriver>,
     layout: Layout,
     permits: Arc<Semaphore>,
     jobs: usize,
@@ -58,7 +60,12 @@ enum Msg {
 }
 
 impl Uploader {
-    pub fn new(driver: Arc<Driver>, layout: Layout, jobs: usize, part_size: u64) -> Self {
+    pub(crate) fn new(
+        driver: Arc<dyn StorageDriver>,
+        layout: Layout,
+        jobs: usize,
+        part_size: u64,
+    ) -> Self {
         Uploader {
             driver,
             layout,
@@ -79,7 +86,7 @@ impl Uploader {
 
     /// Whether to continue uploads that interrupted pushes left open (default: no).
     pub fn resume(mut self, on: bool) -> Self {
-        self.resume = on && matches!(&*self.driver, Driver::S3(d) if d.part_etag_is_md5());
+        self.resume = on && self.driver.resumable_uploads();
         self
     }
 
@@ -292,8 +299,9 @@ impl Task {
         prefix: &str,
     ) -> Result<Option<(String, String, HashMap<i32, StoredPart>)>> {
         let driver = &self.up.driver;
-        let Some(mut open) = driver.list_uploads(prefix).await? else {
-            return Ok(None);
+        let mut open = match driver.list_uploads(prefix).await {
+            Err(StoreError::Unsupported(_)) => return Ok(None),
+            r => r?,
         };
         // Newest first; a few candidates are plenty (older ones are for `cleanup`).
         open.sort_by_key(|u| std::cmp::Reverse(u.initiated));
@@ -332,7 +340,7 @@ impl Task {
         let gone = mp.gone.clone();
         mp.parts.push(tokio::spawn(async move {
             if gone.load(Ordering::Relaxed) {
-                return Err(UploadGone(key).into());
+                return Err(StoreError::UploadGone(key).into());
             }
             let data = match stored {
                 Some(p) => {
@@ -352,13 +360,14 @@ impl Task {
             };
             let r = match driver.upload_part(&key, &id, number, part_size, data).await {
                 // Some servers answer a part for a completed upload with a 500, not NoSuchUpload.
-                Err(e) if !e.is::<UploadGone>() => match driver.upload_exists(&key, &id).await {
-                    Ok(false) => Err(UploadGone(key).into()),
+                Err(e @ StoreError::Other(_)) => match driver.upload_exists(&key, &id).await {
+                    Ok(false) => Err(StoreError::UploadGone(key)),
                     _ => Err(e),
                 },
                 r => r,
             };
-            if r.as_ref().is_err_and(|e| e.is::<UploadGone>()) {
+            let r = r.map_err(anyhow::Error::from);
+            if r.as_ref().is_err_and(is_upload_gone) {
                 gone.store(true, Ordering::Relaxed);
             }
             drop(permit);
@@ -389,10 +398,12 @@ impl Task {
         let final_key = self.up.layout.blob_data(&digest);
         let Some(m) = mp.take() else {
             // Single part: one PUT at the final key, unless it is already there.
-            if driver.stat(&final_key).await?.is_some() {
+            if driver.stat(&final_key).await.found()?.is_some() {
                 return Ok(outcome(0));
             }
-            driver.put(&final_key, first.unwrap_or_default()).await?;
+            driver
+                .put(&final_key, first.unwrap_or_default(), Precondition::None)
+                .await?;
             return Ok(outcome(size));
         };
         let mut tags = Vec::with_capacity(m.parts.len());
@@ -407,10 +418,13 @@ impl Task {
         }
         let done = match failure {
             Some(e) => Err(e),
-            None => driver.complete_upload(&m.key, &m.id, &tags).await,
+            None => driver
+                .complete_upload(&m.key, &m.id, &tags)
+                .await
+                .map_err(anyhow::Error::from),
         };
         if let Err(e) = done {
-            if e.is::<UploadGone>() {
+            if is_upload_gone(&e) {
                 self.wait_for_other(&m.key, &final_key, &e).await?;
                 return Ok(outcome(0));
             }
@@ -423,7 +437,7 @@ impl Task {
         drop(m._tracked);
         if m.key != final_key {
             let _temp = inflight::track(driver, &m.key, None);
-            if driver.stat(&final_key).await?.is_none() {
+            if driver.stat(&final_key).await.found()?.is_none() {
                 driver
                     .move_object(&m.key, &final_key, size, self.up.jobs)
                     .await?;
@@ -443,8 +457,8 @@ impl Task {
         loop {
             // The temp object is checked first: it is moved by copy-then-delete, so if it is
             // absent now and the blob is absent after, the upload was aborted, not completed.
-            let completed = key != final_key && driver.stat(key).await?.is_some();
-            if driver.stat(final_key).await?.is_some() {
+            let completed = key != final_key && driver.stat(key).await.found()?.is_some();
+            if driver.stat(final_key).await.found()?.is_some() {
                 return Ok(());
             }
             if !completed {

@@ -7,7 +7,6 @@ use super::audit::{Event, EVENT_SCHEMA};
 use super::records::{valid_name, Kind, Record, RECORD_SCHEMA};
 use crate::model::text::{excerpt, EXCERPT_CHARS};
 use crate::registry::Registry;
-use crate::store::Driver;
 use anyhow::Result;
 use bytes::Bytes;
 
@@ -73,17 +72,17 @@ pub fn store_name(store: &Registry) -> &str {
 
 fn records_prefix(store: &Registry, kind: Kind, app: &str) -> String {
     match kind {
-        Kind::Image => store.layout.image_records_prefix(app),
-        Kind::Version => store.layout.version_records_prefix(app),
-        Kind::Env => store.layout.env_records_prefix(app),
+        Kind::Image => store.layout().image_records_prefix(app),
+        Kind::Version => store.layout().version_records_prefix(app),
+        Kind::Env => store.layout().env_records_prefix(app),
     }
 }
 
 pub fn record_key(store: &Registry, kind: Kind, app: &str, name: &str) -> String {
     match kind {
-        Kind::Image => store.layout.image_record(app, name),
-        Kind::Version => store.layout.version_record(app, name),
-        Kind::Env => store.layout.env_record(app, name),
+        Kind::Image => store.layout().image_record(app, name),
+        Kind::Version => store.layout().version_record(app, name),
+        Kind::Env => store.layout().env_record(app, name),
     }
 }
 
@@ -96,7 +95,7 @@ pub async fn record_names(
 ) -> Result<(Vec<String>, Vec<Malformed>)> {
     let prefix = records_prefix(store, kind, app);
     let (mut names, mut bad) = (Vec::new(), Vec::new());
-    for o in store.driver.list(&prefix).await? {
+    for o in store.list_objects(&prefix).await? {
         let Some(name) = o
             .key
             .strip_prefix(&prefix)
@@ -166,7 +165,7 @@ pub async fn get_record<T: Record>(
     name: &str,
 ) -> Result<Option<(T, String)>, ReadError> {
     let key = record_key(store, T::KIND, app, name);
-    let Some((data, etag)) = store.driver.get_with_etag(&key).await? else {
+    let Some((data, etag)) = store.get_document_with_etag(&key).await? else {
         return Ok(None);
     };
     let rec: T = parse(T::WHAT, &key, &data, RECORD_SCHEMA)?;
@@ -193,8 +192,7 @@ pub async fn put_record_if<T: Record>(
 pub async fn app_exists(store: &Registry, app: &str) -> Result<bool> {
     Ok(!store.tags(app).await?.is_empty()
         || !store
-            .driver
-            .list_dirs(&store.layout.app_prefix(app))
+            .list_names(&store.layout().app_prefix(app))
             .await?
             .is_empty())
 }
@@ -205,15 +203,15 @@ pub async fn all_records(
     store: &Registry,
 ) -> Result<(Vec<(String, Kind, String)>, Vec<Malformed>)> {
     let (mut out, mut bad) = (Vec::new(), Vec::new());
-    for o in store.driver.list(&store.layout.apps_prefix()).await? {
-        let Some(app) = store.layout.app_of_record_key(&o.key) else {
+    for o in store.list_objects(&store.layout().apps_prefix()).await? {
+        let Some(app) = store.layout().app_of_record_key(&o.key) else {
             continue;
         };
         if super::records::check_app_name(&app).is_err() {
             bad.push(Malformed::new("app", &o.key, "not a valid app name"));
             continue;
         }
-        let Some(rest) = o.key.strip_prefix(&store.layout.app_prefix(&app)) else {
+        let Some(rest) = o.key.strip_prefix(&store.layout().app_prefix(&app)) else {
             continue;
         };
         let kind = [
@@ -245,25 +243,25 @@ pub async fn put_event(
     stem: &str,
     data: Bytes,
 ) -> Result<Option<String>> {
-    let key = store.layout.audit_event(app, stem);
-    Ok(store.driver.put_if_absent(&key, data).await?.then_some(key))
+    let key = store.layout().audit_event(app, stem);
+    Ok(store
+        .create_or_replace(&key, data, None)
+        .await?
+        .then_some(key))
 }
 
 /// The months (`YYYYMM`) that hold events of `app`.
 pub async fn event_months(store: &Registry, app: &str) -> Result<Vec<String>> {
-    let mut months = store
-        .driver
-        .list_dirs(&store.layout.audit_prefix(app))
-        .await?;
+    let mut months = store.list_names(&store.layout().audit_prefix(app)).await?;
     months.retain(|m| m.len() == 6 && m.bytes().all(|b| b.is_ascii_digit()));
     Ok(months)
 }
 
 /// The event keys of one month, with their file stems.
 pub async fn event_keys(store: &Registry, app: &str, month: &str) -> Result<Vec<(String, String)>> {
-    let prefix = store.layout.audit_month_prefix(app, month);
+    let prefix = store.layout().audit_month_prefix(app, month);
     let mut out = Vec::new();
-    for o in store.driver.list(&prefix).await? {
+    for o in store.list_objects(&prefix).await? {
         // Only this app's events (a nested app `app/202507` would list here too).
         let stem = o
             .key
@@ -280,7 +278,7 @@ pub async fn event_keys(store: &Registry, app: &str, month: &str) -> Result<Vec<
 
 /// One event document of `app`, validated.
 pub async fn get_event(store: &Registry, app: &str, key: &str) -> Result<Option<Event>, ReadError> {
-    let Some(data) = store.driver.get(key).await? else {
+    let Some(data) = store.get_document(key).await? else {
         return Ok(None);
     };
     let ev: Event = parse("audit event", key, &data, EVENT_SCHEMA)?;
@@ -292,9 +290,7 @@ pub async fn get_event(store: &Registry, app: &str, key: &str) -> Result<Option<
 /// The AWS caller identity (STS GetCallerIdentity) on S3 stores; None elsewhere or
 /// when it cannot be had within a few seconds.
 pub async fn caller_identity(store: &Registry) -> Option<String> {
-    let Driver::S3(d) = &*store.driver else {
-        return None;
-    };
+    let d = store.s3()?;
     let (sdk, endpoint) = d.sdk_config();
     let mut b = aws_sdk_sts::config::Builder::from(sdk)
         .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(1));

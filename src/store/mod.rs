@@ -1,5 +1,6 @@
-//! Stores: a tiny driver interface (local directory or S3) under the registry
-//! layout. Everything above this module speaks in digests, repos and tags.
+//! Stores: a small driver interface ([`StorageDriver`]: a local directory or S3)
+//! under the registry layout. Drivers know nothing about registry keys; everything
+//! above this module speaks in digests, repos and tags.
 
 pub(crate) mod fs;
 mod s3;
@@ -8,13 +9,16 @@ pub use fs::FsDriver;
 pub use s3::S3Driver;
 
 use anyhow::{bail, Result};
+use async_trait::async_trait;
 use bytes::Bytes;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    pub modified: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,7 +31,7 @@ pub struct PartTag {
 pub struct OpenUpload {
     pub key: String,
     pub id: String,
-    pub initiated: Option<std::time::SystemTime>,
+    pub initiated: Option<SystemTime>,
 }
 
 /// A part already stored in an open upload.
@@ -38,10 +42,174 @@ pub struct StoredPart {
     pub etag: String,
 }
 
-/// Completing an upload found it gone: another push continued and finished it.
+/// What a write requires of the key's current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// The key must not exist (`If-None-Match: *`).
+    IfAbsent,
+    /// The key must still be at this version (an etag from [`StorageDriver::get_with_etag`]).
+    IfMatch(String),
+}
+
+/// Why a store operation failed, for callers that branch on it. Messages are one
+/// line and never quote stored content beyond [`crate::model::text::excerpt`].
 #[derive(Debug, thiserror::Error)]
-#[error("the multipart upload of {0:?} no longer exists (another push completed or aborted it)")]
-pub struct UploadGone(pub String);
+pub enum StoreError {
+    #[error("{0} does not exist in the store")]
+    NotFound(String),
+    #[error("{0} was changed by another writer (conditional write refused)")]
+    PreconditionFailed(String),
+    #[error("{key} is {size} bytes, more than the {max} allowed for it: refusing to read it")]
+    TooLarge { key: String, size: u64, max: u64 },
+    #[error(
+        "{key} in the store is {what}, not a regular file: refusing it (remove it from the store)"
+    )]
+    NotARegularFile { key: String, what: &'static str },
+    #[error("{key}: the range {start}+{len} ends past the end of the object")]
+    OutOfRange { key: String, start: u64, len: usize },
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
+    /// Completing or adding to a multipart upload found it gone: another push
+    /// sharing it completed (or aborted) it.
+    #[error(
+        "the multipart upload of {0:?} no longer exists (another push completed or aborted it)"
+    )]
+    UploadGone(String),
+    /// Any other failure: the one-line S3 or I/O message.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> Self {
+        StoreError::Other(format!("cannot {what} {}: {e}", path.display()))
+    }
+}
+
+/// Whether an error (anywhere in an anyhow chain's head) is this store error kind.
+pub fn is_upload_gone(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::UploadGone(_))
+    )
+}
+
+/// `NotFound` as `None`, for the callers to whom a missing key is a normal answer.
+pub trait Found<T> {
+    fn found(self) -> Result<Option<T>, StoreError>;
+}
+
+impl<T> Found<T> for Result<T, StoreError> {
+    fn found(self) -> Result<Option<T>, StoreError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The storage driver: a key-value object store with conditional writes, in the
+/// spirit of distribution's storage driver. Multipart uploads and resuming them
+/// are optional capabilities: a driver without them answers `Unsupported`.
+#[async_trait]
+pub trait StorageDriver: std::fmt::Debug + Send + Sync {
+    /// The whole object; `TooLarge` (before reading it) when it exceeds `max` bytes.
+    async fn get(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        Ok(self.get_with_etag(key, max).await?.0)
+    }
+    /// The object and an opaque version tag for [`Precondition::IfMatch`].
+    async fn get_with_etag(&self, key: &str, max: u64) -> Result<(Bytes, String), StoreError>;
+    /// Exactly `len` bytes from `start`; `OutOfRange` when the object is shorter.
+    async fn get_range(&self, key: &str, start: u64, len: usize) -> Result<Bytes, StoreError>;
+    /// The object's size.
+    async fn stat(&self, key: &str) -> Result<u64, StoreError>;
+    /// Writes the object; `PreconditionFailed` when the precondition does not hold.
+    async fn put(&self, key: &str, data: Bytes, cond: Precondition) -> Result<(), StoreError>;
+    /// Deletes the object; deleting a missing key succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Every object under `prefix` (a key prefix ending in `/`), recursively, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// Names directly under `prefix` that have children (S3 common prefixes), sorted.
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Moves an object of `size` bytes (server-side where possible, `jobs` at a time).
+    async fn move_object(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        jobs: usize,
+    ) -> Result<(), StoreError>;
+
+    /// Starts a multipart upload; its parts may arrive in any order and concurrently.
+    async fn create_upload(&self, _key: &str) -> Result<String, StoreError> {
+        Err(StoreError::Unsupported("multipart uploads"))
+    }
+    /// Parts are numbered from 1 and all but the last are `part_size` long.
+    async fn upload_part(
+        &self,
+        _key: &str,
+        _id: &str,
+        _number: i32,
+        _part_size: u64,
+        _data: Bytes,
+    ) -> Result<PartTag, StoreError> {
+        Err(StoreError::Unsupported("multipart uploads"))
+    }
+    async fn complete_upload(
+        &self,
+        _key: &str,
+        _id: &str,
+        _parts: &[PartTag],
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("multipart uploads"))
+    }
+    async fn abort_upload(&self, _key: &str, _id: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("multipart uploads"))
+    }
+
+    /// Whether interrupted uploads can be found and continued: open uploads can be
+    /// listed and a stored part's etag is its MD5.
+    fn resumable_uploads(&self) -> bool {
+        false
+    }
+    /// Open multipart uploads whose key starts with `prefix`.
+    async fn list_uploads(&self, _prefix: &str) -> Result<Vec<OpenUpload>, StoreError> {
+        Err(StoreError::Unsupported("listing open uploads"))
+    }
+    /// Whether an upload is still open (not completed or aborted).
+    async fn upload_exists(&self, _key: &str, _id: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Unsupported("listing open uploads"))
+    }
+    /// The parts an open upload holds so far.
+    async fn list_parts(&self, _key: &str, _id: &str) -> Result<Vec<StoredPart>, StoreError> {
+        Err(StoreError::Unsupported("listing open uploads"))
+    }
+
+    /// Deletes the driver's own scratch files (outside the key space) older than
+    /// `cutoff`; returns how many and their bytes. Drivers without any have none.
+    async fn sweep_scratch(
+        &self,
+        _cutoff: SystemTime,
+        _dry_run: bool,
+    ) -> Result<(usize, u64), StoreError> {
+        Ok((0, 0))
+    }
+
+    /// The S3 driver, for AWS calls beyond storage (the audit trail's caller identity).
+    fn as_s3(&self) -> Option<&S3Driver> {
+        None
+    }
+}
+
+/// The one retry pause of the crate: exponential backoff with full jitter (as the
+/// AWS SDK's standard strategy does), from `base` on the first retry, capped at 64×.
+pub async fn backoff(attempt: u32, base: std::time::Duration) {
+    let cap = base.as_micros() as u64 * (1u64 << attempt.min(6));
+    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % cap.max(1);
+    tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
+}
 
 /// Settings passed through to S3.
 #[derive(Debug, Clone, Default)]
@@ -90,115 +258,6 @@ impl Location {
             bail!("invalid store URL {s:?}: use s3://bucket[/prefix], file:///path or a directory path");
         }
         Ok(Location::Dir(s.into()))
-    }
-}
-
-#[derive(Debug)]
-pub enum Driver {
-    Fs(FsDriver),
-    S3(S3Driver),
-}
-
-/// Dispatches one call to whichever driver is in use.
-macro_rules! each {
-    ($self:expr, $d:ident => $e:expr) => {
-        match $self {
-            Driver::Fs($d) => $e,
-            Driver::S3($d) => $e,
-        }
-    };
-}
-
-impl Driver {
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        each!(self, d => d.get(key).await)
-    }
-    pub async fn get_range(&self, key: &str, start: u64, len: usize) -> Result<Bytes> {
-        each!(self, d => d.get_range(key, start, len).await)
-    }
-    pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
-        each!(self, d => d.stat(key).await)
-    }
-    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        each!(self, d => d.put(key, data).await)
-    }
-    pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
-        each!(self, d => d.put_if_absent(key, data).await)
-    }
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        each!(self, d => d.delete(key).await)
-    }
-    /// The object and an opaque version tag for [`Driver::put_if_match`].
-    pub async fn get_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
-        each!(self, d => d.get_with_etag(key).await)
-    }
-    /// Replaces `key` only if it is still at version `etag`; false on a conflict.
-    pub async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<bool> {
-        each!(self, d => d.put_if_match(key, data, etag).await)
-    }
-    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        each!(self, d => d.list(prefix).await)
-    }
-    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
-        each!(self, d => d.list_dirs(prefix).await)
-    }
-    pub async fn create_upload(&self, key: &str) -> Result<String> {
-        each!(self, d => d.create_upload(key).await)
-    }
-    /// Parts are numbered from 1 and all but the last are `part_size` long.
-    pub async fn upload_part(
-        &self,
-        key: &str,
-        id: &str,
-        number: i32,
-        part_size: u64,
-        data: Bytes,
-    ) -> Result<PartTag> {
-        match self {
-            Driver::Fs(d) => {
-                d.upload_part(id, (number as u64 - 1) * part_size, data)
-                    .await
-            }
-            Driver::S3(d) => d.upload_part(key, id, number, data).await,
-        }
-    }
-    pub async fn complete_upload(&self, key: &str, id: &str, parts: &[PartTag]) -> Result<()> {
-        match self {
-            Driver::Fs(d) => d.complete_upload(key, id).await,
-            Driver::S3(d) => d.complete_upload(key, id, parts).await,
-        }
-    }
-    pub async fn abort_upload(&self, key: &str, id: &str) -> Result<()> {
-        match self {
-            Driver::Fs(d) => d.abort_upload(id).await,
-            Driver::S3(d) => d.abort_upload(key, id).await,
-        }
-    }
-    /// Open multipart uploads under `prefix`; None when the store cannot list them
-    /// (a directory store, whose uploads are private temp files, or some S3 servers).
-    pub async fn list_uploads(&self, prefix: &str) -> Result<Option<Vec<OpenUpload>>> {
-        match self {
-            Driver::Fs(_) => Ok(None),
-            Driver::S3(d) => d.list_uploads(prefix).await,
-        }
-    }
-    pub async fn upload_exists(&self, key: &str, id: &str) -> Result<bool> {
-        match self {
-            Driver::Fs(_) => Ok(true),
-            Driver::S3(d) => d.upload_exists(key, id).await,
-        }
-    }
-    pub async fn list_parts(&self, key: &str, id: &str) -> Result<Vec<StoredPart>> {
-        match self {
-            Driver::Fs(_) => Ok(Vec::new()),
-            Driver::S3(d) => d.list_parts(key, id).await,
-        }
-    }
-    pub async fn move_object(&self, from: &str, to: &str, size: u64, jobs: usize) -> Result<()> {
-        match self {
-            Driver::Fs(d) => d.move_object(from, to).await,
-            Driver::S3(d) => d.move_object(from, to, size, jobs).await,
-        }
     }
 }
 

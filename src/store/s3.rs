@@ -1,10 +1,17 @@
 //! S3 driver on aws-sdk-s3: the full aws-config credential chain, custom
 //! endpoints (S3-compatible servers) and path-style addressing.
 
-use super::{ObjectInfo, OpenUpload, PartTag, S3Options, StoredPart, UploadGone};
+use super::{
+    backoff, ObjectInfo, OpenUpload, PartTag, Precondition, S3Options, StorageDriver, StoreError,
+    StoredPart,
+};
 use anyhow::{anyhow, bail, Result};
+use async_trait::async_trait;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
@@ -12,13 +19,19 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use bytes::{Buf, Bytes};
 use futures::{StreamExt, TryStreamExt};
+use std::time::SystemTime;
 
 /// S3 refuses a single CopyObject above 5 GiB.
 const MAX_COPY_OBJECT: u64 = 5 << 30;
 const COPY_PART: u64 = 512 << 20;
+/// First retry pause of a broken-off download.
+const RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Applies `--sse`, `--sse-kms-key-id` and `--storage-class` to a request that creates
-/// an object (the SDK's request builders share no trait, hence a macro).
+/// an object (the SDK's request builders share no trait, hence a macro). Used only by
+/// the `*_request` builders of [`S3Driver`], through which every object-creating
+/// request goes: PutObject (plain and conditional), CreateMultipartUpload (which
+/// UploadPart and UploadPartCopy inherit) and CopyObject.
 macro_rules! object_opts {
     ($req:expr, $opts:expr) => {{
         let mut r = $req;
@@ -43,9 +56,29 @@ pub struct S3Driver {
     opts: S3Options,
 }
 
+type Res<T> = Result<T, StoreError>;
+
+/// A failed S3 call as a [`StoreError`]: the kinds callers branch on by S3 error code
+/// (or bare HTTP status, which some servers send without a code), else [`err`]'s line.
+fn classify<E>(op: &str, key: &str, e: SdkError<E>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match (e.code(), status) {
+        (Some("NoSuchKey") | Some("NotFound"), _) | (None, Some(404)) => {
+            StoreError::NotFound(key.to_string())
+        }
+        (Some("PreconditionFailed") | Some("ConditionalRequestConflict"), _)
+        | (None, Some(412 | 409)) => StoreError::PreconditionFailed(key.to_string()),
+        (Some("NoSuchUpload"), _) => StoreError::UploadGone(key.to_string()),
+        _ => StoreError::Other(err(op, key, e)),
+    }
+}
+
 /// One readable line per failed S3 call: the HTTP status and S3 error code when the
 /// server answered, else why no answer came (connection refused, timeout, ...).
-fn err<E>(op: &str, key: &str, e: SdkError<E>) -> anyhow::Error
+fn err<E>(op: &str, key: &str, e: SdkError<E>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -69,36 +102,14 @@ where
         SdkError::TimeoutError(_) => "timed out".to_string(),
         _ => source_chain(&e),
     };
-    anyhow!("S3 {op} of {key:?} failed: {what}")
+    format!("S3 {op} of {key:?} failed: {what}")
 }
 
-/// NoSuchUpload means another push sharing this upload completed (or aborted) it.
-fn gone_or<E>(e: SdkError<E>, op: &str, key: &str) -> anyhow::Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match e.code() {
-        Some("NoSuchUpload") => UploadGone(key.to_string()).into(),
-        _ => err(op, key, e),
-    }
-}
-
-/// Exponential backoff with full jitter, as the SDK's standard retry strategy does.
-async fn backoff(attempt: u32) {
-    let cap_ms = 100u64 << attempt.min(6);
-    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % cap_ms.max(1);
-    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-}
-
-fn body_err(
-    op: &str,
-    key: &str,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> anyhow::Error {
-    anyhow!(
+fn body_err(op: &str, key: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(format!(
         "S3 {op} of {key:?} failed while reading the body: {}",
         DisplayErrorContext(e)
-    )
+    ))
 }
 
 /// The innermost causes, which say what actually went wrong.
@@ -169,177 +180,36 @@ impl S3Driver {
         })
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.get_object(key).await?.map(|(body, _)| body))
-    }
-
-    /// The whole object and its ETag; None when it does not exist.
-    async fn get_object(&self, key: &str) -> Result<Option<(Bytes, Option<String>)>> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let etag = out.e_tag.clone();
-                let body = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| body_err("GetObject", key, e))?;
-                Ok(Some((body.into_bytes(), etag)))
-            }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(err("GetObject", key, e)),
-        }
-    }
-
-    /// A byte range. The SDK retries failed requests, but not a body that breaks off
-    /// after the headers arrived, so that is retried here with the same backoff budget.
-    pub async fn get_range(&self, key: &str, start: u64, len: usize) -> Result<Bytes> {
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
-        let range = format!("bytes={start}-{}", start + len as u64 - 1);
-        let mut attempt = 1;
-        loop {
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .range(&range)
-                .send()
-                .await
-                .map_err(|e| err("GetObject", key, e))?;
-            let failure = match out.body.collect().await {
-                Ok(data) if data.remaining() == len => return Ok(data.into_bytes()),
-                Ok(data) => format!("returned {} bytes for a {len}-byte range", data.remaining()),
-                Err(e) => format!("failed while reading the body: {}", source_chain(&e)),
-            };
-            if attempt >= self.opts.max_attempts.max(1) {
-                bail!("S3 GetObject of {key:?} {failure} (after {attempt} attempts)");
-            }
-            tracing::info!("retrying GetObject of {key:?}: {failure}");
-            backoff(attempt).await;
-            attempt += 1;
-        }
-    }
-
-    pub async fn stat(&self, key: &str) -> Result<Option<u64>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(out.content_length().unwrap_or(0) as u64)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(err("HeadObject", key, e)),
-        }
-    }
-
-    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        let mut req = self
+    /// PutObject with the object settings; the only way this driver starts one.
+    fn put_request(&self, key: &str, data: Bytes) -> PutObjectFluentBuilder {
+        let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(data));
-        req = object_opts!(req, self.opts);
-        req.send().await.map_err(|e| err("PutObject", key, e))?;
-        Ok(())
+        object_opts!(req, self.opts)
     }
 
-    /// Conditional create (`If-None-Match: *`); false when the key already exists.
-    pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
-        match self
+    /// CreateMultipartUpload with the object settings (parts and part copies inherit them).
+    fn create_upload_request(&self, key: &str) -> CreateMultipartUploadFluentBuilder {
+        let req = self
             .client
-            .put_object()
+            .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
-            .if_none_match("*")
-            .body(ByteStream::from(data))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some("PreconditionFailed") | Some("ConditionalRequestConflict")
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(err("PutObject", key, e)),
-        }
+            .key(key);
+        object_opts!(req, self.opts)
     }
 
-    /// The object and its ETag, for a later [`S3Driver::put_if_match`].
-    pub async fn get_with_etag(&self, key: &str) -> Result<Option<(Bytes, String)>> {
-        match self.get_object(key).await? {
-            None => Ok(None),
-            Some((body, Some(etag))) => Ok(Some((body, etag))),
-            Some((_, None)) => {
-                bail!("S3 GetObject of {key:?} returned no ETag, needed for conditional writes")
-            }
-        }
-    }
-
-    /// Conditional replace (`If-Match: etag`); false when the object changed since it
-    /// was read (412, or 409 for a concurrent conditional write) or is gone (404).
-    pub async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<bool> {
-        let mut req = self
+    /// CopyObject with the object settings (a copy does not keep the source's).
+    fn copy_request(&self, source: &str, to: &str) -> CopyObjectFluentBuilder {
+        let req = self
             .client
-            .put_object()
+            .copy_object()
             .bucket(&self.bucket)
-            .key(key)
-            .if_match(etag)
-            .body(ByteStream::from(data));
-        if let Some(s) = &self.opts.sse {
-            req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
-        }
-        if let Some(k) = &self.opts.sse_kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some("PreconditionFailed")
-                        | Some("ConditionalRequestConflict")
-                        | Some("NoSuchKey")
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409 | 404)) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(err("PutObject", key, e)),
-        }
+            .key(to)
+            .copy_source(source);
+        object_opts!(req, self.opts)
     }
 
     /// The SDK settings the S3 client was built from (credentials, region), and the
@@ -348,33 +218,286 @@ impl S3Driver {
         (&self.sdk, self.opts.endpoint.as_deref())
     }
 
-    /// Whether a part's ETag is its MD5, which resuming uploads relies on: not under SSE-KMS.
-    pub fn part_etag_is_md5(&self) -> bool {
-        !self.opts.sse.as_deref().is_some_and(|s| s.contains("kms"))
+    /// Copies the object at `source` (bucket/key) to `to` in parallel part copies.
+    async fn copy_in_parts(&self, source: &str, to: &str, size: u64, jobs: usize) -> Res<()> {
+        let id = self.create_upload(to).await?;
+        let ranges: Vec<(u64, u64)> = (0..size)
+            .step_by(COPY_PART as usize)
+            .map(|s| (s, (s + COPY_PART).min(size) - 1))
+            .collect();
+        let copied: Res<Vec<PartTag>> = futures::stream::iter(ranges.into_iter().enumerate())
+            .map(|(i, (a, b))| {
+                let id = &id;
+                async move {
+                    let out = self
+                        .client
+                        .upload_part_copy()
+                        .bucket(&self.bucket)
+                        .key(to)
+                        .upload_id(id)
+                        .part_number(i as i32 + 1)
+                        .copy_source(source)
+                        .copy_source_range(format!("bytes={a}-{b}"))
+                        .send()
+                        .await
+                        .map_err(|e| classify("UploadPartCopy", to, e))?;
+                    let etag = out
+                        .copy_part_result
+                        .and_then(|r| r.e_tag)
+                        .unwrap_or_default();
+                    Ok(PartTag { etag })
+                }
+            })
+            .buffered(jobs.max(1))
+            .try_collect()
+            .await;
+        match copied {
+            Ok(parts) => self.complete_upload(to, &id, &parts).await,
+            Err(e) => {
+                let _ = self.abort_upload(to, &id).await;
+                Err(e)
+            }
+        }
     }
 
-    pub async fn create_upload(&self, key: &str) -> Result<String> {
-        let mut req = self
+    /// ListObjectsV2 pages under `prefix` (with `/` as delimiter if `dirs`), each
+    /// page's objects and common prefixes handed to `each`.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        dirs: bool,
+        mut each: impl FnMut(&aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output),
+    ) -> Res<()> {
+        let mut pages = self
             .client
-            .create_multipart_upload()
+            .list_objects_v2()
             .bucket(&self.bucket)
-            .key(key);
-        req = object_opts!(req, self.opts);
-        let out = req
+            .prefix(prefix)
+            .set_delimiter(dirs.then(|| "/".to_string()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            each(&page.map_err(|e| classify("ListObjectsV2", prefix, e))?);
+        }
+        Ok(())
+    }
+    /// Checks the bucket is reachable before any work starts.
+    pub async fn check(&self) -> Result<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                bail!(
+                    "bucket {:?} does not exist (create it first, e.g. aws s3 mb s3://{})",
+                    self.bucket,
+                    self.bucket
+                )
+            }
+            Err(e) => Err(anyhow!(err("HeadBucket", &self.bucket, e))
+                .context(format!("cannot reach bucket {:?}", self.bucket))),
+        }
+    }
+}
+
+#[async_trait]
+impl StorageDriver for S3Driver {
+    /// Refuses an object above `max` by its Content-Length before reading the body,
+    /// and stops reading past `max` should the body be longer than announced.
+    async fn get_with_etag(&self, key: &str, max: u64) -> Res<(Bytes, String)> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
             .send()
             .await
-            .map_err(|e| err("CreateMultipartUpload", key, e))?;
-        out.upload_id
-            .ok_or_else(|| anyhow!("S3 CreateMultipartUpload of {key:?} returned no upload id"))
+            .map_err(|e| classify("GetObject", key, e))?;
+        let too_large = |size| StoreError::TooLarge {
+            key: key.to_string(),
+            size,
+            max,
+        };
+        let announced = out.content_length().unwrap_or(0).max(0) as u64;
+        if announced > max {
+            return Err(too_large(announced));
+        }
+        let etag = out.e_tag.clone().ok_or_else(|| {
+            StoreError::Other(format!(
+                "S3 GetObject of {key:?} returned no ETag, needed for conditional writes"
+            ))
+        })?;
+        let mut body = out.body;
+        let mut buf = Vec::with_capacity(announced as usize);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| body_err("GetObject", key, e))?
+        {
+            if (buf.len() + chunk.len()) as u64 > max {
+                return Err(too_large((buf.len() + chunk.len()) as u64));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok((buf.into(), etag))
     }
 
-    pub async fn upload_part(
+    /// A byte range. The SDK retries failed requests, but not a body that breaks off
+    /// after the headers arrived, so that is retried here with the same backoff budget.
+    async fn get_range(&self, key: &str, start: u64, len: usize) -> Res<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let out_of_range = || StoreError::OutOfRange {
+            key: key.to_string(),
+            start,
+            len,
+        };
+        let range = format!("bytes={start}-{}", start + len as u64 - 1);
+        let mut attempt = 1;
+        loop {
+            let out = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .range(&range)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if e.code() == Some("InvalidRange") => return Err(out_of_range()),
+                Err(e) => return Err(classify("GetObject", key, e)),
+            };
+            // Content-Range "bytes a-b/total": a range past the end is not transient.
+            let total = out
+                .content_range()
+                .and_then(|r| r.rsplit_once('/'))
+                .and_then(|(_, t)| t.parse::<u64>().ok());
+            if total.is_some_and(|t| start + len as u64 > t) {
+                return Err(out_of_range());
+            }
+            let failure = match out.body.collect().await {
+                Ok(data) if data.remaining() == len => return Ok(data.into_bytes()),
+                Ok(data) => format!("returned {} bytes for a {len}-byte range", data.remaining()),
+                Err(e) => format!("failed while reading the body: {}", source_chain(&e)),
+            };
+            if attempt >= self.opts.max_attempts.max(1) {
+                return Err(StoreError::Other(format!(
+                    "S3 GetObject of {key:?} {failure} (after {attempt} attempts)"
+                )));
+            }
+            tracing::info!("retrying GetObject of {key:?}: {failure}");
+            backoff(attempt, RETRY_BASE).await;
+            attempt += 1;
+        }
+    }
+
+    async fn stat(&self, key: &str) -> Res<u64> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("HeadObject", key, e))?;
+        Ok(out.content_length().unwrap_or(0) as u64)
+    }
+
+    /// `IfAbsent` is `If-None-Match: *`, `IfMatch` is `If-Match`; a conflict is 412,
+    /// or 409 for a concurrent conditional write, or 404 when the key went away.
+    async fn put(&self, key: &str, data: Bytes, cond: Precondition) -> Res<()> {
+        let req = self.put_request(key, data);
+        let req = match &cond {
+            Precondition::None => req,
+            Precondition::IfAbsent => req.if_none_match("*"),
+            Precondition::IfMatch(etag) => req.if_match(etag),
+        };
+        match req.send().await.map_err(|e| classify("PutObject", key, e)) {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound(k)) if cond != Precondition::None => {
+                Err(StoreError::PreconditionFailed(k))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Res<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Res<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        self.list_pages(prefix, false, |page| {
+            out.extend(page.contents().iter().filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0) as u64,
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok()),
+                })
+            }))
+        })
+        .await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_dirs(&self, prefix: &str) -> Res<Vec<String>> {
+        let mut out = Vec::new();
+        self.list_pages(prefix, true, |page| {
+            out.extend(page.common_prefixes().iter().filter_map(|p| {
+                let name = p.prefix()?.strip_prefix(prefix)?;
+                Some(name.trim_end_matches('/').to_string())
+            }))
+        })
+        .await?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Server-side move: CopyObject up to 5 GiB, else parallel UploadPartCopy; then delete.
+    async fn move_object(&self, from: &str, to: &str, size: u64, jobs: usize) -> Res<()> {
+        let source = format!("{}/{}", self.bucket, from);
+        if size <= MAX_COPY_OBJECT {
+            self.copy_request(&source, to)
+                .send()
+                .await
+                .map_err(|e| classify("CopyObject", to, e))?;
+        } else {
+            self.copy_in_parts(&source, to, size, jobs).await?;
+        }
+        self.delete(from).await
+    }
+
+    async fn create_upload(&self, key: &str) -> Res<String> {
+        let out = self
+            .create_upload_request(key)
+            .send()
+            .await
+            .map_err(|e| classify("CreateMultipartUpload", key, e))?;
+        out.upload_id.ok_or_else(|| {
+            StoreError::Other(format!(
+                "S3 CreateMultipartUpload of {key:?} returned no upload id"
+            ))
+        })
+    }
+
+    async fn upload_part(
         &self,
         key: &str,
         id: &str,
         number: i32,
+        _part_size: u64,
         data: Bytes,
-    ) -> Result<PartTag> {
+    ) -> Res<PartTag> {
         let out = self
             .client
             .upload_part()
@@ -385,13 +508,13 @@ impl S3Driver {
             .body(ByteStream::from(data))
             .send()
             .await
-            .map_err(|e| gone_or(e, "UploadPart", key))?;
+            .map_err(|e| classify("UploadPart", key, e))?;
         Ok(PartTag {
             etag: out.e_tag.unwrap_or_default(),
         })
     }
 
-    pub async fn complete_upload(&self, key: &str, id: &str, parts: &[PartTag]) -> Result<()> {
+    async fn complete_upload(&self, key: &str, id: &str, parts: &[PartTag]) -> Res<()> {
         let parts = parts
             .iter()
             .enumerate()
@@ -414,13 +537,30 @@ impl S3Driver {
             )
             .send()
             .await
-            .map_err(|e| gone_or(e, "CompleteMultipartUpload", key))?;
+            .map_err(|e| classify("CompleteMultipartUpload", key, e))?;
         Ok(())
     }
 
-    /// Incomplete multipart uploads whose key starts with `prefix`; None when the server
-    /// cannot list them. (The SDK has no paginator for this call: follow the markers.)
-    pub async fn list_uploads(&self, prefix: &str) -> Result<Option<Vec<OpenUpload>>> {
+    async fn abort_upload(&self, key: &str, id: &str) -> Res<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await
+            .map_err(|e| classify("AbortMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    /// Resuming relies on a part's ETag being its MD5: not so under SSE-KMS.
+    fn resumable_uploads(&self) -> bool {
+        !self.opts.sse.as_deref().is_some_and(|s| s.contains("kms"))
+    }
+
+    /// Incomplete multipart uploads whose key starts with `prefix`; `Unsupported`
+    /// when the server cannot list them. (The SDK has no paginator for this call.)
+    async fn list_uploads(&self, prefix: &str) -> Res<Vec<OpenUpload>> {
         let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
         let mut found = Vec::new();
         loop {
@@ -435,30 +575,29 @@ impl S3Driver {
                 .await
             {
                 Ok(p) => p,
-                Err(e) if matches!(e.code(), Some("NotImplemented")) => return Ok(None),
-                Err(e) => return Err(err("ListMultipartUploads", prefix, e)),
+                Err(e) if matches!(e.code(), Some("NotImplemented")) => {
+                    return Err(StoreError::Unsupported("listing open uploads"))
+                }
+                Err(e) => return Err(classify("ListMultipartUploads", prefix, e)),
             };
             for u in page.uploads() {
                 if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
                     found.push(OpenUpload {
                         key: key.to_string(),
                         id: id.to_string(),
-                        initiated: u
-                            .initiated()
-                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                        initiated: u.initiated().and_then(|t| SystemTime::try_from(*t).ok()),
                     });
                 }
             }
             if page.is_truncated() != Some(true) {
-                return Ok(Some(found));
+                return Ok(found);
             }
             key_marker = page.next_key_marker().map(str::to_string);
             id_marker = page.next_upload_id_marker().map(str::to_string);
         }
     }
 
-    /// Whether an upload is still open (not completed or aborted).
-    pub async fn upload_exists(&self, key: &str, id: &str) -> Result<bool> {
+    async fn upload_exists(&self, key: &str, id: &str) -> Res<bool> {
         match self
             .client
             .list_parts()
@@ -468,15 +607,15 @@ impl S3Driver {
             .max_parts(1)
             .send()
             .await
+            .map_err(|e| classify("ListParts", key, e))
         {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("NoSuchUpload") => Ok(false),
-            Err(e) => Err(err("ListParts", key, e)),
+            Err(StoreError::UploadGone(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    /// The parts an incomplete upload holds so far.
-    pub async fn list_parts(&self, key: &str, id: &str) -> Result<Vec<StoredPart>> {
+    async fn list_parts(&self, key: &str, id: &str) -> Res<Vec<StoredPart>> {
         let mut parts = Vec::new();
         let mut marker = None::<String>;
         loop {
@@ -489,7 +628,7 @@ impl S3Driver {
                 .set_part_number_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| err("ListParts", key, e))?;
+                .map_err(|e| classify("ListParts", key, e))?;
             for p in page.parts() {
                 if let (Some(number), Some(size), Some(etag)) =
                     (p.part_number(), p.size(), p.e_tag())
@@ -510,143 +649,7 @@ impl S3Driver {
         Ok(parts)
     }
 
-    pub async fn abort_upload(&self, key: &str, id: &str) -> Result<()> {
-        self.client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(id)
-            .send()
-            .await
-            .map_err(|e| err("AbortMultipartUpload", key, e))?;
-        Ok(())
-    }
-
-    /// Server-side move: CopyObject up to 5 GiB, else parallel UploadPartCopy; then delete.
-    pub async fn move_object(&self, from: &str, to: &str, size: u64, jobs: usize) -> Result<()> {
-        let source = format!("{}/{}", self.bucket, from);
-        if size <= MAX_COPY_OBJECT {
-            let mut req = self
-                .client
-                .copy_object()
-                .bucket(&self.bucket)
-                .key(to)
-                .copy_source(&source);
-            req = object_opts!(req, self.opts);
-            req.send().await.map_err(|e| err("CopyObject", to, e))?;
-        } else {
-            let id = self.create_upload(to).await?;
-            let ranges: Vec<(u64, u64)> = (0..size)
-                .step_by(COPY_PART as usize)
-                .map(|s| (s, (s + COPY_PART).min(size) - 1))
-                .collect();
-            let copied: Result<Vec<PartTag>> =
-                futures::stream::iter(ranges.into_iter().enumerate())
-                    .map(|(i, (a, b))| {
-                        let (source, id) = (&source, &id);
-                        async move {
-                            let out = self
-                                .client
-                                .upload_part_copy()
-                                .bucket(&self.bucket)
-                                .key(to)
-                                .upload_id(id)
-                                .part_number(i as i32 + 1)
-                                .copy_source(source)
-                                .copy_source_range(format!("bytes={a}-{b}"))
-                                .send()
-                                .await
-                                .map_err(|e| err("UploadPartCopy", to, e))?;
-                            let etag = out
-                                .copy_part_result
-                                .and_then(|r| r.e_tag)
-                                .unwrap_or_default();
-                            Ok(PartTag { etag })
-                        }
-                    })
-                    .buffered(jobs.max(1))
-                    .try_collect()
-                    .await;
-            match copied {
-                Ok(parts) => self.complete_upload(to, &id, &parts).await?,
-                Err(e) => {
-                    let _ = self.abort_upload(to, &id).await;
-                    return Err(e);
-                }
-            }
-        }
-        self.delete(from).await
-    }
-
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| err("DeleteObject", key, e))?;
-        Ok(())
-    }
-
-    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| err("ListObjectsV2", prefix, e))?;
-            for o in page.contents() {
-                if let Some(k) = o.key() {
-                    out.push(ObjectInfo {
-                        key: k.to_string(),
-                        size: o.size().unwrap_or(0) as u64,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| err("ListObjectsV2", prefix, e))?;
-            for p in page.common_prefixes() {
-                if let Some(name) = p.prefix().and_then(|s| s.strip_prefix(prefix)) {
-                    out.push(name.trim_end_matches('/').to_string());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Checks the bucket is reachable before any work starts.
-    pub async fn check(&self) -> Result<()> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                bail!(
-                    "bucket {:?} does not exist (create it first, e.g. aws s3 mb s3://{})",
-                    self.bucket,
-                    self.bucket
-                )
-            }
-            Err(e) => Err(err("HeadBucket", &self.bucket, e)
-                .context(format!("cannot reach bucket {:?}", self.bucket))),
-        }
+    fn as_s3(&self) -> Option<&S3Driver> {
+        Some(self)
     }
 }

@@ -212,10 +212,9 @@ impl<'a> Plan<'a> {
                 fill: None,
             });
         }
-        let key = store.layout.blob_data(&layer.digest);
+        let key = store.layout().blob_data(&layer.digest);
         let size = store
-            .driver
-            .stat(&key)
+            .object_size(&key)
             .await?
             .ok_or_else(|| anyhow!("blob {} is missing from the store", layer.digest))?;
         if size != layer.size {
@@ -246,7 +245,7 @@ impl<'a> Plan<'a> {
 
     async fn read(&self, store: &Registry, offset: u64, len: usize) -> Result<Bytes> {
         match &self.source {
-            Source::Store(key) => store.driver.get_range(key, offset, len).await,
+            Source::Store(key) => store.read_range(key, offset, len).await,
             Source::Cache(path) => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || -> Result<Bytes> {

@@ -92,7 +92,7 @@ impl PushSink {
                     diff_id: *diff_id,
                 }));
         }
-        let key = self.store.layout.diffid_index(diff_id, c.name());
+        let key = self.store.layout().diffid_index(diff_id, c.name());
         let Some(rec) = self
             .block_on(self.store.get_json::<IndexRecord>(&key))
             .ok()
@@ -117,7 +117,7 @@ impl PushSink {
         }
         self.block_on(
             self.store
-                .get_json::<Digest>(&self.store.layout.v1id_index(v1_id)),
+                .get_json::<Digest>(&self.store.layout().v1id_index(v1_id)),
         )
         .ok()
         .flatten()
@@ -358,14 +358,16 @@ async fn record_index(store: &Registry, l: &Layer, v1_id: Option<&str>) -> Resul
         };
         store
             .put_json(
-                &store.layout.diffid_index(&l.diff_id, l.compression.name()),
+                &store
+                    .layout()
+                    .diffid_index(&l.diff_id, l.compression.name()),
                 &rec,
             )
             .await?;
     }
     if let Some(v1) = v1_id {
         store
-            .put_json(&store.layout.v1id_index(v1), &l.diff_id)
+            .put_json(&store.layout().v1id_index(v1), &l.diff_id)
             .await?;
     }
     Ok(())
