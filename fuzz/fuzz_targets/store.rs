@@ -166,12 +166,17 @@ async fn drive(root: &Path) {
         }
     };
     for name in ["t", "v1.0.0", "production"] {
-        if let Ok(r) = release::resolve_for_pull(&store, APP, name).await {
+        if let Ok(r) = release::env::resolve_for_pull(&store, APP, name).await {
             pull(r).await;
         }
     }
     pull(s3dock::model::reference::Reference::with_tag(APP, "t")).await;
-    let _ = release::resolve_env(&store, APP, "production").await;
+    let _ = release::env::resolve_env(&store, APP, "production").await;
+    let _ = release::list::list_apps(&store).await;
+    let _ = release::list::list_app(&store, APP).await;
+    let _ = release::list::history(&store, APP, None, None, None).await;
+    let _ = release::env::current(&store, APP, "production").await;
+    // Writers read the records they replace: a bad record must not panic them.
     let ctx = Ctx {
         store,
         actor: release::audit::Actor {
@@ -179,41 +184,9 @@ async fn drive(root: &Path) {
             source: "configured".into(),
             aws: None,
         },
-        quiet: true,
-        json: false,
     };
-    let _ = release::list(&ctx, release::ListArgs { app: None }).await;
-    let _ = release::list(
-        &ctx,
-        release::ListArgs {
-            app: Some(APP.into()),
-        },
-    )
-    .await;
-    let history = release::HistoryArgs {
-        app: APP.into(),
-        since: None,
-        event: None,
-        limit: None,
-    };
-    let _ = release::history(&ctx, history).await;
-    let current = release::CurrentArgs {
-        app: APP.into(),
-        env: "production".into(),
-        digest: true,
-    };
-    let _ = release::current(&ctx, current).await;
-    // Writers read the records they replace: a bad record must not panic them.
-    let tag = release::TagArgs {
-        image: format!("{APP}:t"),
-        version: "v2.0.0".into(),
-        force: true,
-    };
-    let _ = release::tag(&ctx, tag).await;
-    let promote = release::PromoteArgs {
-        args: vec![format!("{APP}:t"), "staging".into()],
-    };
-    let _ = release::promote(&ctx, promote).await;
+    let _ = release::tag::tag(&ctx, &format!("{APP}:t"), "v2.0.0", true).await;
+    let _ = release::env::promote(&ctx, APP, "t", "staging").await;
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -65,7 +65,15 @@ pub async fn list_app(store: &Registry, app: &str) -> Result<AppListing> {
     malformed.extend(bad);
     let recorded: BTreeSet<String> = recorded.into_iter().collect();
     let mut images = Vec::new();
-    for tag in store.tags(app).await? {
+    let tags = store.tags(app).await?;
+    // Records whose tag is gone are not listed, but a malformed one is still reported.
+    for orphan in recorded.iter().filter(|r| !tags.contains(r)) {
+        or_skip(
+            access::get_record::<ImageRecord>(store, app, orphan).await,
+            &mut malformed,
+        )?;
+    }
+    for tag in tags {
         if !valid_tag(&tag) {
             malformed.push(Malformed::new("tag", &tag, "not a valid tag name"));
             continue;
