@@ -1,6 +1,7 @@
 //! The registry v2 layout on top of a store driver: blobs, links, tags and JSON
 //! documents. With [`layout`], the only place that knows keys.
 
+pub mod cas;
 pub mod cleanup;
 pub mod inflight;
 pub mod layout;
@@ -11,14 +12,13 @@ pub use upload::{BlobUpload, PendingUpload, UploadOutcome, Uploader};
 use crate::model::digest::Digest;
 use crate::model::text::excerpt;
 use crate::store::{
-    backoff, Found, FsDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver,
-    StoreConfig, StoreError,
+    Found, FsDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver, StoreConfig,
+    StoreError,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use layout::{link_body, Layout};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A driver plus the layout: registry-level operations on blobs, links and tags.
 #[derive(Debug, Clone)]
@@ -40,9 +40,6 @@ pub const MAX_METADATA_BLOB: u64 = 32 << 20;
 pub const MAX_LINK: u64 = 1 << 10;
 /// JSON documents: release records, audit events, the diff-id and v1-id indexes.
 pub const MAX_JSON_DOC: u64 = 1 << 20;
-
-/// First pause between compare-and-swap attempts that lost a race.
-const CAS_BACKOFF: Duration = Duration::from_millis(5);
 
 impl Registry {
     pub async fn open(cfg: &StoreConfig) -> Result<Self> {
@@ -194,49 +191,20 @@ impl Registry {
         let current = self.layout.tag_current(repo, tag);
         self.write_link(&self.layout.tag_index(repo, tag, d), d)
             .await?;
-        let mut previous = None;
-        let updated = self
-            .update(&current, MAX_LINK, |old| {
-                let prev = old.map(|b| parse_link(&current, b)).transpose()?;
-                previous = prev;
+        let key = current.as_str();
+        let updated = cas::update(
+            &format!("tag {repo}:{tag}"),
+            || async move { Ok(self.driver.get_with_etag(key, MAX_LINK).await.found()?) },
+            |v: Bytes, etag: Option<String>| async move {
+                self.create_or_replace(key, v, etag.as_deref()).await
+            },
+            |old| {
+                let prev = old.map(|b| parse_link(key, b)).transpose()?;
                 Ok((prev != Some(*d)).then(|| Bytes::from(link_body(d))))
-            })
-            .await;
-        match updated {
-            Ok(_) => Ok(previous),
-            Err(e) if e.is::<Contended>() => {
-                bail!("tag {repo}:{tag} kept changing under concurrent updates; try again")
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The one compare-and-swap loop: reads `key` (at most `max` bytes), lets `change`
-    /// compute the new content from the current one (None: leave it as it is), and
-    /// writes it only if nobody changed the key meanwhile, else reads again. Returns
-    /// whether it wrote; fails with [`Contended`] after 16 lost races.
-    pub async fn update(
-        &self,
-        key: &str,
-        max: u64,
-        mut change: impl FnMut(Option<&Bytes>) -> Result<Option<Bytes>>,
-    ) -> Result<bool> {
-        for attempt in 0..16u32 {
-            let (old, cond) = match self.driver.get_with_etag(key, max).await.found()? {
-                None => (None, Precondition::IfAbsent),
-                Some((b, etag)) => (Some(b), Precondition::IfMatch(etag)),
-            };
-            let Some(new) = change(old.as_ref())? else {
-                return Ok(false);
-            };
-            match self.driver.put(key, new, cond).await {
-                Ok(()) => return Ok(true),
-                // Another writer changed the key between our read and write: read again.
-                Err(StoreError::PreconditionFailed(_)) => backoff(attempt, CAS_BACKOFF).await,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Contended(key.to_string()).into())
+            },
+        )
+        .await?;
+        updated.previous.map(|b| parse_link(key, &b)).transpose()
     }
 
     pub async fn tag_target(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
@@ -320,11 +288,6 @@ impl Registry {
         }
     }
 }
-
-/// A compare-and-swap that kept losing to other writers.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} kept changing under concurrent updates; try again")]
-pub struct Contended(pub String);
 
 /// A link's digest; the error quotes only an excerpt of what the store held.
 fn parse_link(key: &str, b: &[u8]) -> Result<Digest> {

@@ -14,7 +14,6 @@
 pub mod access;
 pub mod audit;
 pub mod builder;
-pub mod cas;
 pub mod env;
 pub mod git;
 pub mod list;
@@ -64,14 +63,14 @@ async fn read<T: Record>(store: &Registry, app: &str, name: &str) -> Result<Opti
         .map(|(r, _)| r))
 }
 
-/// Updates one record by compare-and-swap (see [`cas::update`]).
+/// Updates one record by compare-and-swap (see [`crate::registry::cas::update`]).
 async fn update_record<T: Record>(
     store: &Registry,
     app: &str,
     name: &str,
     decide: impl FnMut(Option<&T>) -> Result<Option<T>>,
-) -> Result<cas::Updated<T>> {
-    cas::update(
+) -> Result<crate::registry::cas::Updated<T>> {
+    crate::registry::cas::update(
         &format!("{} {app}:{name}", T::WHAT),
         move || async move { Ok(access::get_record::<T>(store, app, name).await?) },
         move |v: T, etag: Option<String>| async move {

@@ -8,6 +8,8 @@ use std::future::Future;
 
 /// How often a conditional write is retried after losing to another writer.
 pub const ATTEMPTS: u32 = 200;
+/// First pause after a lost race (grows exponentially, with jitter).
+const BACKOFF: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What an update did: the value it replaced (None when it created the document) and
 /// the value it wrote (None when `decide` kept the current one).
@@ -54,16 +56,9 @@ where
             });
         }
         tracing::debug!("update of {what} lost a race (attempt {attempt}); retrying");
-        backoff(attempt).await;
+        crate::store::backoff(attempt, BACKOFF).await;
     }
     bail!("cannot update {what}: too many concurrent writers; try again")
-}
-
-/// A short random pause before retrying a lost conditional write.
-async fn backoff(attempt: u32) {
-    let jitter = (uuid::Uuid::new_v4().as_u128() % 50) as u64;
-    let ms = (5 * u64::from(attempt.min(20))) + jitter;
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 #[cfg(test)]
