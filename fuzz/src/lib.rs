@@ -388,13 +388,12 @@ pub fn check_documents(data: &[u8]) {
     // Command-line values.
     let _ = s3dock::model::units::parse_duration(s);
     let _ = s3dock::model::units::parse_size(s);
-    if let Ok((v, prefixed)) = s3dock::release::parse_version(s) {
+    if let Ok((v, prefixed)) = s3dock::release::records::parse_version(s) {
         assert_eq!(prefixed, s.starts_with('v'));
         assert!(s.ends_with(&v.to_string()) || !v.build.is_empty());
     }
-    let _ = s3dock::release::check_env_name(s);
-    let _ = s3dock::release::stamp_commit(s);
-    let _ = s3dock::config::redact_url(s);
+    let _ = s3dock::release::records::check_env_name(s);
+    let _ = s3dock::release::records::stamp_commit(s);
 }
 
 /// Prints what the reader made of an input (for `S3DOCK_FUZZ_DEBUG=1` and seed checks).

@@ -1,48 +1,8 @@
-//! Compression kinds and detection of compressed input by its magic bytes.
+//! Detection of compressed input by its magic bytes.
 
+pub use crate::model::compression::Compression;
 use anyhow::{bail, Result};
 use std::io::Read;
-use std::str::FromStr;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-
-    pub fn default_level(self) -> i32 {
-        match self {
-            Compression::None => 0,
-            // Level 1 keeps a push close to the speed of the network and disk on 2 cores;
-            // `--level` trades speed for size.
-            Compression::Gzip => 1,
-            Compression::Zstd => 3,
-        }
-    }
-}
-
-impl FromStr for Compression {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Compression::None),
-            "gzip" => Ok(Compression::Gzip),
-            "zstd" => Ok(Compression::Zstd),
-            _ => bail!("unknown compression {s:?}: use gzip, zstd or none"),
-        }
-    }
-}
 
 /// What a stream's first bytes say it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The one image model shared by archives and stores: a config blob, its layers
 //! (as stored) and the manifest that ties them together.
 
-use crate::codec::Compression;
+use super::compression::Compression;
 use crate::model::digest::Digest;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;

@@ -1,6 +1,7 @@
 //! What an image is, independent of where it is stored: digests, references,
 //! media types, manifests, configs and platforms.
 
+pub mod compression;
 pub mod digest;
 pub mod image;
 pub mod reference;
