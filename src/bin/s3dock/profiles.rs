@@ -249,79 +249,77 @@ pub fn render(file: &ConfigFile) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     for (name, p) in &file.profiles {
         out.push_str(&format!("\n[profiles.{name}]\n"));
-        let mut key = |comment: &str, k: &str, v: Option<String>, example: &str| {
+        let s = |v: &Option<String>| v.as_deref().map(q);
+        let keys: [(&str, &str, Option<String>, &str); 11] = [
+            (
+                "store: s3://bucket[/prefix], file:///path or a directory",
+                "store",
+                s(&p.store),
+                "\"s3://my-bucket/images\"",
+            ),
+            (
+                "S3-compatible endpoint (implies path-style addressing)",
+                "endpoint",
+                s(&p.endpoint),
+                "\"http://127.0.0.1:9000\"",
+            ),
+            ("AWS region", "region", s(&p.region), "\"eu-west-1\""),
+            (
+                "directory inside the bucket or store (the registry's rootdirectory)",
+                "root_dir",
+                s(&p.root_dir),
+                "\"registry\"",
+            ),
+            (
+                "path-style S3 addressing",
+                "path_style",
+                p.path_style.map(|b| b.to_string()),
+                "true",
+            ),
+            (
+                "AWS shared-config profile for credentials and region",
+                "aws_profile",
+                s(&p.aws_profile),
+                "\"prod\"",
+            ),
+            (
+                "layer compression for pushes: gzip, zstd or none",
+                "compression",
+                s(&p.compression),
+                "\"gzip\"",
+            ),
+            (
+                "concurrent part uploads / ranged downloads",
+                "jobs",
+                p.jobs.map(|j| j.to_string()),
+                "4",
+            ),
+            (
+                "multipart part size",
+                "part_size",
+                s(&p.part_size),
+                "\"16MiB\"",
+            ),
+            (
+                "image builder for s3dock build: docker, podman or buildah",
+                "builder",
+                s(&p.builder),
+                "\"docker\"",
+            ),
+            (
+                "who the audit trail names (default: git user, else user@host)",
+                "actor",
+                s(&p.actor),
+                "\"ci@example.com\"",
+            ),
+        ];
+        for (comment, k, v, example) in keys {
             out.push_str(&format!("# {comment}\n"));
             match v {
                 Some(v) => out.push_str(&format!("{k} = {v}\n")),
                 None => out.push_str(&format!("# {k} = {example}\n")),
             }
-        };
-        key(
-            "store: s3://bucket[/prefix], file:///path or a directory",
-            "store",
-            p.store.as_deref().map(q),
-            "\"s3://my-bucket/images\"",
-        );
-        key(
-            "S3-compatible endpoint (implies path-style addressing)",
-            "endpoint",
-            p.endpoint.as_deref().map(q),
-            "\"http://127.0.0.1:9000\"",
-        );
-        key(
-            "AWS region",
-            "region",
-            p.region.as_deref().map(q),
-            "\"eu-west-1\"",
-        );
-        key(
-            "directory inside the bucket or store (the registry's rootdirectory)",
-            "root_dir",
-            p.root_dir.as_deref().map(q),
-            "\"registry\"",
-        );
-        key(
-            "path-style S3 addressing",
-            "path_style",
-            p.path_style.map(|b| b.to_string()),
-            "true",
-        );
-        key(
-            "AWS shared-config profile for credentials and region",
-            "aws_profile",
-            p.aws_profile.as_deref().map(q),
-            "\"prod\"",
-        );
-        key(
-            "layer compression for pushes: gzip, zstd or none",
-            "compression",
-            p.compression.as_deref().map(q),
-            "\"gzip\"",
-        );
-        key(
-            "concurrent part uploads / ranged downloads",
-            "jobs",
-            p.jobs.map(|j| j.to_string()),
-            "4",
-        );
-        key(
-            "multipart part size",
-            "part_size",
-            p.part_size.as_deref().map(q),
-            "\"16MiB\"",
-        );
-        key(
-            "image builder for s3dock build: docker, podman or buildah",
-            "builder",
-            p.builder.as_deref().map(q),
-            "\"docker\"",
-        );
-        key(
-            "who the audit trail names (default: git user, else user@host)",
-            "actor",
-            p.actor.as_deref().map(q),
-            "\"ci@example.com\"",
-        );
+        }
     }
     out
 }
