@@ -505,17 +505,7 @@ fn sse_and_storage_class_reach_s3() {
         "import boto3\nc=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
          h=c.head_object(Bucket='{bucket}',Key='{prefix}/{blob}')\nprint(h.get('ServerSideEncryption'), h.get('StorageClass'))"
     );
-    let out = std::process::Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "AES256 STANDARD_IA",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(python(&script).trim(), "AES256 STANDARD_IA");
 }
 
 /// When the stored layers are exactly the producer's, its manifest bytes are kept, so

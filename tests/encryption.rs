@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{fixture, venv_python, TestStore};
-use std::process::Command;
+use common::{fixture, python, TestStore};
 
 #[test]
 fn every_written_object_carries_sse_and_storage_class() {
@@ -42,17 +41,7 @@ fn every_written_object_carries_sse_and_storage_class() {
          \x20       h=c.head_object(Bucket='{bucket}',Key=o['Key'])\n\
          \x20       print(o['Key'], h.get('ServerSideEncryption','-'), h.get('StorageClass','-'))\n"
     );
-    let out = Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8(out.stdout).unwrap();
+    let listing = python(&script);
     let lines: Vec<&str> = listing.lines().collect();
     // Blobs, layer/revision links, tag links, image/version/env records, audit events.
     for kind in [

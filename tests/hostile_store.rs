@@ -486,17 +486,7 @@ fn s3_python(store: &TestStore, body: &str) -> String {
          c=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
          B='{bucket}'\nP='{prefix}/'\n{body}"
     );
-    let o = Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "boto3 failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    python(&script)
 }
 
 fn get(store: &TestStore, key: &str) -> Vec<u8> {

@@ -248,20 +248,6 @@ fn pull_and_verify(store: &TestStore, reference: &str, manifest_digest: &str) {
     );
 }
 
-fn python(script: &str) -> String {
-    let o = Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 /// In-progress multipart uploads under the store's prefix (moto; s3s-fs cannot list them).
 fn multipart_uploads(store: &TestStore) -> Vec<String> {
     let (endpoint, bucket, prefix) = store.s3.as_ref().unwrap();

@@ -235,23 +235,25 @@ pub fn s3_list(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
          p=c.get_paginator('list_objects_v2')\n\
          for page in p.paginate(Bucket='{bucket}',Prefix='{prefix}/'):\n    [print(o['Key'][len('{prefix}/'):]) for o in page.get('Contents',[])]\n"
     );
-    let out = Command::new(venv_python())
+    let mut v: Vec<String> = python(&script).lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+/// Runs a script with the venv's python (boto3 there is an S3 client independent of
+/// s3dock's) and returns its stdout; a failing script fails the test.
+pub fn python(script: &str) -> String {
+    let o = Command::new(venv_python())
         .arg("-c")
         .arg(script)
         .output()
         .unwrap();
     assert!(
-        out.status.success(),
-        "boto3 list failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        o.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
-    let mut v: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    v.sort();
-    v
+    String::from_utf8(o.stdout).unwrap()
 }
 
 pub fn venv_python() -> PathBuf {
