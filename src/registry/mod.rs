@@ -247,17 +247,6 @@ impl Registry {
             .await?)
     }
 
-    /// A JSON document and its etag, for a compare-and-swap with [`Registry::put_json_if`].
-    pub async fn get_json_with_etag<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<(T, String)>> {
-        match self.get_document_with_etag(key).await? {
-            None => Ok(None),
-            Some((b, etag)) => Ok(Some((parse_json(key, &b)?, etag))),
-        }
-    }
-
     /// Conditional write: create when `etag` is None (the key must not exist), else
     /// replace only if the key is still at `etag`. False when another writer won.
     pub async fn put_json_if<T: serde::Serialize>(

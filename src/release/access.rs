@@ -86,6 +86,14 @@ pub fn record_key(store: &Registry, kind: Kind, app: &str, name: &str) -> String
     }
 }
 
+/// The name of a JSON document directly under `prefix` (`prefix/x.json` → `x`);
+/// None for anything else, including documents in deeper folders.
+fn doc_name<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
+    key.strip_prefix(prefix)?
+        .strip_suffix(".json")
+        .filter(|n| !n.contains('/'))
+}
+
 /// Names of an app's records of one kind (`x.json` → `x`), sorted; record files whose
 /// name is not a valid name of that kind come back as malformed.
 pub async fn record_names(
@@ -96,12 +104,7 @@ pub async fn record_names(
     let prefix = records_prefix(store, kind, app);
     let (mut names, mut bad) = (Vec::new(), Vec::new());
     for o in store.list_objects(&prefix).await? {
-        let Some(name) = o
-            .key
-            .strip_prefix(&prefix)
-            .and_then(|n| n.strip_suffix(".json"))
-            .filter(|n| !n.contains('/'))
-        else {
+        let Some(name) = doc_name(&o.key, &prefix) else {
             continue;
         };
         if valid_name(kind, name) {
@@ -224,7 +227,7 @@ pub async fn all_records(
         let Some((file, kind)) = kind else {
             continue;
         };
-        let Some(name) = file.strip_suffix(".json").filter(|n| !n.contains('/')) else {
+        let Some(name) = doc_name(file, "") else {
             continue;
         };
         if valid_name(kind, name) {
@@ -263,12 +266,7 @@ pub async fn event_keys(store: &Registry, app: &str, month: &str) -> Result<Vec<
     let mut out = Vec::new();
     for o in store.list_objects(&prefix).await? {
         // Only this app's events (a nested app `app/202507` would list here too).
-        let stem = o
-            .key
-            .strip_prefix(&prefix)
-            .and_then(|n| n.strip_suffix(".json"))
-            .filter(|n| !n.contains('/'))
-            .map(str::to_string);
+        let stem = doc_name(&o.key, &prefix).map(str::to_string);
         if let Some(stem) = stem {
             out.push((o.key, stem));
         }
