@@ -18,6 +18,7 @@ export S3DOCK_TEST_DIR="${S3DOCK_TEST_DIR:-/tmp/s3dock-test}"
 # shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
   bash scripts/registry.sh stop || true
+  bash scripts/docker26.sh stop || true
   bash scripts/s3-servers.sh stop || true
 }
 trap cleanup EXIT
@@ -26,9 +27,18 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 bash scripts/setup.sh
+bash scripts/trixie.sh setup   # skopeo 1.18 + podman 5.4 in a cached trixie root (tests/engines.rs)
 bash scripts/s3-servers.sh start
 # shellcheck disable=SC1091
 . "$S3DOCK_TEST_DIR/servers.env"
+# Docker Engine 26, classic and containerd image stores, beside the machine's engine (tests/engines.rs).
+for store in classic containerd; do
+  bash scripts/docker26.sh start "$store"
+  host=$(bash scripts/docker26.sh env "$store" | sed -n 's/^DOCKER_HOST=//p')
+  export "S3DOCK_DOCKER26_${store^^}=$host"
+done
+S3DOCK_DOCKER26_CLI=$(bash scripts/docker26.sh env classic | sed -n 's/^S3DOCK_DOCKER26_CLI=//p')
+export S3DOCK_DOCKER26_CLI
 export S3DOCK_REQUIRE_PEERS=1
 
 cargo_args=()
