@@ -219,6 +219,32 @@ impl Registry {
         self.list_names(&self.layout.tags_prefix(repo)).await
     }
 
+    /// Every repository with tags (`ghcr.io/acme/web`, `busybox`), sorted, at most
+    /// `limit`: a walk down the folders of the layout, one listing per folder.
+    pub async fn repositories(&self, limit: usize) -> Result<Vec<String>> {
+        let (mut out, mut todo) = (Vec::new(), vec![String::new()]);
+        while let Some(repo) = todo.pop() {
+            for name in self
+                .list_names(&self.layout.repository_prefix(&repo))
+                .await?
+            {
+                if name.starts_with('_') {
+                    if name == "_manifests" && !self.tags(&repo).await?.is_empty() {
+                        out.push(repo.clone());
+                    }
+                } else if repo.matches('/').count() < 16 && out.len() + todo.len() < limit {
+                    todo.push(if repo.is_empty() {
+                        name
+                    } else {
+                        format!("{repo}/{name}")
+                    });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// A JSON document's bytes (at most [`MAX_JSON_DOC`]), for callers that validate it.
     pub async fn get_document(&self, key: &str) -> Result<Option<Bytes>> {
         Ok(self.driver.get(key, MAX_JSON_DOC).await.found()?)

@@ -4,7 +4,7 @@
 use super::access::{self, Malformed};
 use super::audit::{self, Event, PromoteTarget, What};
 use super::records::{
-    check_app_name, check_env_name, looks_like_version, EnvRecord, Kind, Target, TargetKind,
+    app_name, check_env_name, looks_like_version, EnvRecord, Kind, Target, TargetKind,
     VersionRecord, RECORD_SCHEMA,
 };
 use super::tag::short_digest;
@@ -40,7 +40,7 @@ pub(super) async fn env_names(
 /// Resolves `env` of `app` to an image: the version it names (as the version is now),
 /// or the image tag and the digest it had when promoted.
 pub async fn resolve_env(store: &Registry, app: &str, env: &str) -> Result<Resolved> {
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     let Some(rec) = read::<EnvRecord>(store, app, env).await? else {
         require_app(store, app).await?;
         let (envs, _) = env_names(store, app).await?;
@@ -126,7 +126,7 @@ pub struct Promoted {
 /// (whose current target is taken: staging → production).
 pub async fn promote(ctx: &Ctx, app: &str, name: &str, env: &str) -> Result<Promoted> {
     let store = &ctx.store;
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     check_env_name(env)?;
     require_app(store, app).await?;
     let (target, image_tag, digest) = match lookup(store, app, name).await? {
@@ -245,7 +245,7 @@ pub struct Current {
 }
 
 pub async fn current(store: &Registry, app: &str, env: &str) -> Result<Current> {
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     let resolved = resolve_env(store, app, env).await?;
     let mut repushed = None;
     if resolved.target.kind == TargetKind::Image {
@@ -259,7 +259,7 @@ pub async fn current(store: &Registry, app: &str, env: &str) -> Result<Current> 
 /// For `pull APP NAME`: an environment or version resolves to `app:image_tag@digest`,
 /// anything else is taken as a tag.
 pub async fn resolve_for_pull(store: &Registry, app: &str, name: &str) -> Result<Reference> {
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     match lookup(store, app, name).await? {
         Some(Named::Env(e)) => {
             let r = resolve_record(store, *e).await?;

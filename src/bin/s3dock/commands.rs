@@ -5,7 +5,6 @@ use crate::render;
 use crate::settings::Settings;
 use anyhow::{bail, Context, Result};
 use s3dock::archive::Writeback;
-use s3dock::model::image::host_platform;
 use s3dock::model::reference::Reference;
 use s3dock::registry::Registry;
 use s3dock::release::access::store_name;
@@ -13,7 +12,7 @@ use s3dock::release::audit::{parse_since, EventKind};
 use s3dock::release::builder::{self, BuildSpec};
 use s3dock::release::env::{self, resolve_for_pull};
 use s3dock::release::push::{check_push_target, record_push};
-use s3dock::release::records::{app_and_tag, check_app_name};
+use s3dock::release::records::{app_and_tag, app_name};
 use s3dock::release::{git, list, tag, Ctx};
 use s3dock::transfer::pull::{pull, PullOptions};
 use s3dock::transfer::push::{push, PushOptions};
@@ -102,7 +101,7 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
 
 fn run_stamp(a: StampArgs) -> Result<()> {
     if let Some(app) = &a.app {
-        check_app_name(app)?;
+        app_name(app)?;
     }
     let tag = git::head(&a.context, a.allow_dirty)?.stamp()?;
     match &a.app {
@@ -113,7 +112,7 @@ fn run_stamp(a: StampArgs) -> Result<()> {
 }
 
 async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
-    check_app_name(&a.app)?;
+    app_name(&a.app)?;
     let builder = s.builder.value;
     let commit = git::head(&a.context, false)?;
     let tag = commit.stamp()?;
@@ -121,7 +120,7 @@ async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
     // Open the store first, so a bad store fails before a long build.
     let ctx = if a.push {
         let ctx = writer(s).await?;
-        check_push_target(&ctx.store, &Reference::with_tag(&a.app, &tag), false).await?;
+        check_push_target(&ctx.store, &Reference::parse(&reference)?, false).await?;
         Some(ctx)
     } else {
         None
@@ -140,7 +139,7 @@ async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
         let opts = PushOptions {
             compression: s.compression.value,
             level: a.level,
-            platform: a.platform.clone().unwrap_or_else(host_platform),
+            platform: a.platform.clone(),
             use_index: true,
             resume: true,
         };
@@ -181,7 +180,7 @@ async fn run_promote(s: &Settings, a: PromoteArgs) -> Result<()> {
 
 async fn run_history(s: &Settings, a: HistoryArgs) -> Result<()> {
     let store = open(s).await?;
-    check_app_name(&a.app)?;
+    app_name(&a.app)?;
     let since = a.since.as_deref().map(parse_since).transpose()?;
     let event = a
         .event
@@ -234,7 +233,7 @@ async fn run_push(s: &Settings, a: PushArgs) -> Result<()> {
     let opts = PushOptions {
         compression: s.compression.value,
         level: a.level,
-        platform: a.platform.unwrap_or_else(host_platform),
+        platform: a.platform,
         use_index: !a.no_index,
         resume: !a.no_resume,
     };
@@ -328,7 +327,7 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
     let opts = PullOptions {
         format: a.format,
         tag: a.tag.as_deref().map(Reference::parse).transpose()?,
-        platform: a.platform.unwrap_or_else(host_platform),
+        platform: a.platform,
         cache: a.cache,
         decompress: a.decompress,
     };
