@@ -170,12 +170,14 @@ impl World {
                 ctx.file("www/health", format!("ok {v}\n").as_bytes());
             }
             let tag = format!("{app}:{v}");
+            // A well-behaved app exits on SIGTERM (httpd alone, as PID 1, would ignore it
+            // and every `docker stop` would wait out its grace period).
             ctx.build(
                 &images,
                 &tag,
                 &format!(
                     "FROM scratch\nCOPY rootfs/ /\nCOPY www/ /www/\nEXPOSE {CONTAINER_PORT}\n\
-                     CMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"{CONTAINER_PORT}\", \"-h\", \"/www\"]\n"
+                     CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p {CONTAINER_PORT} -h /www & wait\"]\n"
                 ),
             );
             docker_save_push(&store, &[&tag], &[&tag]);
@@ -368,12 +370,17 @@ fn blue_green_deploy_zero_downtime_unhealthy_and_rollback() {
 
     // Rollback: the pointer goes back to v1 and the kept blue serves again.
     let t = Instant::now();
-    let out = w.cmd("rollback").output().unwrap();
-    let took = t.elapsed();
+    let rollback = w.cmd("rollback").stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("v1 served after the rollback", || {
+        w.nginx.get().as_deref() == Ok("v1")
+    });
+    let served = t.elapsed();
+    let out = rollback.wait_with_output().unwrap();
     assert!(out.status.success(), "rollback failed: {}", stderr(&out));
     eprintln!(
-        "rollback to the kept colour took {:.0} ms",
-        took.as_secs_f64() * 1000.0
+        "rollback to the kept colour: v1 served after {:.0} ms; the command (drain and stop included) took {:.0} ms",
+        served.as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64() * 1000.0
     );
     w.serves("v1");
     let cur = w.store.ok(&["current", &w.app, ENV, "--json"], None);
