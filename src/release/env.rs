@@ -285,3 +285,88 @@ pub async fn resolve_for_pull(store: &Registry, app: &str, name: &str) -> Result
         }
     }
 }
+
+/// What `rollback` did to the environment pointer.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    /// The record now in place (a new generation holding the previous target).
+    pub now: EnvRecord,
+    /// The record it replaced.
+    pub from: EnvRecord,
+    pub event: String,
+}
+
+/// Moves `env` of `app` back to what it pointed at before its current generation, as
+/// a new generation (so generations stay in order) with a `rollback` event. The
+/// earlier target comes from the audit event that wrote the current generation.
+pub async fn rollback(ctx: &Ctx, app: &str, env: &str) -> Result<RolledBack> {
+    let store = &ctx.store;
+    check_app_name(app)?;
+    check_env_name(env)?;
+    let Some(cur) = read::<EnvRecord>(store, app, env).await? else {
+        resolve_env(store, app, env).await?; // the helpful "not found" error
+        bail!("environment {env} of {app} not found");
+    };
+    let h = audit::history(store, app, None, None).await?;
+    let before = h.events.iter().find_map(|e| match &e.what {
+        What::Promote { target, previous } | What::Rollback { target, previous }
+            if target.env == env && target.generation == cur.generation =>
+        {
+            Some(previous.clone())
+        }
+        _ => None,
+    });
+    let prev = match before {
+        Some(Some(p)) => *p,
+        Some(None) => bail!(
+            "environment {env} of {app} has no previous generation: generation {} was its first promotion",
+            cur.generation
+        ),
+        None => bail!(
+            "cannot roll back {app} {env}: the audit event of its generation {} is missing from the store (promote the earlier image again instead)",
+            cur.generation
+        ),
+    };
+    let gen = cur.generation;
+    let u = update_record::<EnvRecord>(store, app, env, |c| {
+        match c {
+            Some(c) if c.generation == gen => {}
+            _ => bail!("environment {env} of {app} changed while rolling back: run rollback again"),
+        }
+        Ok(Some(EnvRecord {
+            generation: gen + 1,
+            promoted_at: now(),
+            promoted_by: ctx.actor.name.clone(),
+            ..prev.clone()
+        }))
+    })
+    .await?;
+    let new = u
+        .written
+        .ok_or_else(|| anyhow!("environment {env} of {app} was not written"))?;
+    let what = What::Rollback {
+        target: PromoteTarget {
+            env: env.to_string(),
+            kind: new.target.kind,
+            name: new.target.name.clone(),
+            image: format!("{app}:{}", new.image_tag),
+            image_tag: new.image_tag.clone(),
+            digest: new.digest,
+            generation: new.generation,
+        },
+        previous: Some(Box::new(cur.clone())),
+    };
+    let ev = Event::new(
+        app,
+        &ctx.actor,
+        what,
+        commit_of(store, app, &new.image_tag).await,
+    );
+    let event = audit::record(store, &ev).await?;
+    materialise_env(store, app, env).await?;
+    Ok(RolledBack {
+        now: new,
+        from: cur,
+        event,
+    })
+}

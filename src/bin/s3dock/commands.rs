@@ -96,6 +96,10 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
             Ok(())
         }
         Command::History(a) => run_history(s, a).await,
+        Command::Deploy(a) => crate::deploy::run_deploy(s, a).await,
+        Command::Rollback(a) => crate::deploy::run_rollback(s, a).await,
+        Command::Agent(a) => crate::deploy::run_agent(s, a).await,
+        Command::Status(a) => crate::deploy::run_status(s, a),
         Command::Config { .. } => unreachable!("config commands need no resolved settings"),
     }
 }

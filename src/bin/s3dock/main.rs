@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod deploy;
 mod profiles;
 mod render;
 mod settings;
@@ -35,6 +36,8 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // The agent handles SIGTERM itself: it finishes a deploy in progress and exits 0.
+    let own_signals = matches!(cli.command, Command::Agent(_));
     let code = rt.block_on(async {
         tokio::select! {
             r = run(cli, matches, sources) => match r {
@@ -44,7 +47,7 @@ fn main() -> std::process::ExitCode {
                     1
                 }
             },
-            (name, code) = interrupted() => {
+            (name, code) = interrupted(), if !own_signals => {
                 // The work future is dropped here; then clean up what it had in flight.
                 let n = s3dock::registry::inflight::abort_all().await;
                 eprintln!("s3dock: error: interrupted by {name}: aborted {n} upload(s) in flight; no tag was changed by the unfinished work");
