@@ -50,17 +50,18 @@ pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<
         (Some(d), _) => *d,
         (None, Some(tag)) => match store.tag_target(repo, tag).await? {
             Some(d) => d,
-            None => {
-                let tags = store.tags(repo).await?;
-                if tags.is_empty() {
-                    bail!("image {repo} not found in store {}", store.display);
+            None => match store.tags(repo).await {
+                Ok(tags) if tags.is_empty() => {
+                    bail!("image {repo} not found in store {}", store.display)
                 }
-                bail!(
+                Ok(tags) => bail!(
                     "tag {tag} of {repo} not found in store {} (tags: {})",
                     store.display,
                     tags.join(", ")
-                );
-            }
+                ),
+                // A store that cannot list (http): only the tag itself is known absent.
+                Err(_) => bail!("{repo}:{tag} not found in store {}", store.display),
+            },
         },
         (None, None) => unreachable!("a reference has a tag or a digest"),
     };
