@@ -12,8 +12,8 @@ pub use upload::{BlobUpload, PendingUpload, UploadOutcome, Uploader};
 use crate::model::digest::Digest;
 use crate::model::text::excerpt;
 use crate::store::{
-    Found, FsDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver, StoreConfig,
-    StoreError,
+    Found, FsDriver, HttpDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver,
+    StoreConfig, StoreError,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -62,6 +62,12 @@ impl Registry {
                     format!("s3://{bucket}/{prefix}"),
                 )
             }
+            // The URL's path is the store's root; keys join below it.
+            Location::Http(url) => (
+                Arc::new(HttpDriver::new(url, cfg.s3.max_attempts)?),
+                String::new(),
+                url.to_string(),
+            ),
         };
         let root = [prefix.as_str(), cfg.root_dir.as_deref().unwrap_or("")]
             .iter()

@@ -144,7 +144,10 @@ async fn not_found(store: &Registry, r: &Reference, tag: &str) -> Result<String>
         Reference::with_tag(&r.name, tag),
         store.display
     );
-    let tags = store.tags(&r.name).await?;
+    // A store that cannot list (http) knows only that this tag is absent.
+    let Ok(tags) = store.tags(&r.name).await else {
+        return Ok(head);
+    };
     if let Some(best) = closest(tag, &tags) {
         let shown: Vec<&str> = tags.iter().take(20).map(String::as_str).collect();
         let more = if tags.len() > shown.len() {
