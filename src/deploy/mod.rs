@@ -54,7 +54,8 @@ pub struct Options {
     /// Extra `docker run` arguments.
     pub run_args: Vec<String>,
     pub cache: Option<PathBuf>,
-    pub platform: String,
+    /// None: this host's (and a single-platform image must match it).
+    pub platform: Option<String>,
 }
 
 /// What a deploy is doing, for the binary to show.
@@ -374,7 +375,7 @@ async fn ensure_image(
         tag: Some(image_tag.to_string()),
         digest: Some(digest),
     };
-    let img = resolve(&ctx.store, &r, &o.platform).await?;
+    let img = resolve(&ctx.store, &r, o.platform.as_deref()).await?;
     let id = img.config.digest.to_string();
     let image = format!("{}:{image_tag}", o.app);
     if o.engine.has_image(&id) {

@@ -301,7 +301,7 @@ pub struct RolledBack {
 /// earlier target comes from the audit event that wrote the current generation.
 pub async fn rollback(ctx: &Ctx, app: &str, env: &str) -> Result<RolledBack> {
     let store = &ctx.store;
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     check_env_name(env)?;
     let Some(cur) = read::<EnvRecord>(store, app, env).await? else {
         resolve_env(store, app, env).await?; // the helpful "not found" error

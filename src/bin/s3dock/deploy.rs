@@ -8,7 +8,6 @@ use anyhow::{bail, Result};
 use s3dock::deploy::engine::Engine;
 use s3dock::deploy::switch::Switch;
 use s3dock::deploy::{self, Options, Outcome, Status, Step};
-use s3dock::model::image::host_platform;
 use s3dock::model::text::printable;
 use s3dock::registry::Registry;
 use s3dock::release::records::{check_app_name, check_env_name};
@@ -48,7 +47,7 @@ fn options(app: &str, env: &str, h: &HostArgs) -> Result<Options> {
         switch,
         run_args: h.run_args.clone(),
         cache: h.cache.clone(),
-        platform: h.platform.clone().unwrap_or_else(host_platform),
+        platform: h.platform.clone(),
     })
 }
 
