@@ -103,3 +103,50 @@ fn pull_over_https_trusting_a_private_ca() {
     );
     assert_eq!(out.stdout, want);
 }
+
+/// A public bucket read without credentials, like `aws s3 cp --no-sign-request`.
+#[test]
+fn pull_from_a_public_bucket_unsigned() {
+    let Some(store) = TestStore::s3("moto") else {
+        return;
+    };
+    let (endpoint, bucket, prefix) = store.s3.clone().unwrap();
+    store.ok(&["push", "-q", HELLO], Some(&fixture("docker-legacy.tar")));
+    let want = store.pull(&[HELLO]);
+    common::python(&format!(
+        "import boto3, json\nc=boto3.client('s3',endpoint_url='{endpoint}',region_name='us-east-1')\n\
+         c.put_bucket_policy(Bucket='{bucket}',Policy=json.dumps({{'Version':'2012-10-17','Statement':[{{\
+         'Effect':'Allow','Principal':'*','Action':'s3:GetObject','Resource':'arn:aws:s3:::{bucket}/{prefix}/*'}}]}}))\n"
+    ));
+    let anonymous = |extra: &[&str]| {
+        let mut c = store.cmd();
+        for v in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .args(["pull", "-q", HELLO])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = anonymous(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("credentials"),
+        "{err}"
+    );
+    let out = anonymous(&["--no-sign-request"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, want);
+}

@@ -221,6 +221,8 @@ pub struct S3Options {
     pub profile: Option<String>,
     pub path_style: bool,
     pub accelerate: bool,
+    /// Anonymous requests (public buckets), like the aws CLI's `--no-sign-request`.
+    pub no_sign_request: bool,
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
     pub storage_class: Option<String>,

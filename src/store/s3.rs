@@ -135,6 +135,9 @@ impl S3Driver {
         if let Some(r) = &opts.region {
             loader = loader.region(Region::new(r.clone()));
         }
+        if opts.no_sign_request {
+            loader = loader.no_credentials();
+        }
         let retry =
             aws_config::retry::RetryConfig::standard().with_max_attempts(opts.max_attempts.max(1));
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -145,21 +148,18 @@ impl S3Driver {
             .timeout_config(timeouts)
             .load()
             .await;
-        if sdk.credentials_provider().is_none() {
-            bail!("no AWS credentials provider is configured");
-        }
         // Fail early and clearly rather than on the first request.
         use aws_credential_types::provider::ProvideCredentials;
-        sdk.credentials_provider()
-            .unwrap()
-            .provide_credentials()
-            .await
-            .map_err(|e| {
+        match sdk.credentials_provider() {
+            None if opts.no_sign_request => {}
+            None => bail!("no AWS credentials provider is configured"),
+            Some(p) => p.provide_credentials().await.map(drop).map_err(|e| {
                 anyhow!(
                     "no AWS credentials found ({}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use --profile, or run where an IAM role is available",
                     DisplayErrorContext(e)
                 )
-            })?;
+            })?,
+        }
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(opts.path_style)
             .accelerate(opts.accelerate)
@@ -281,8 +281,12 @@ impl S3Driver {
         }
         Ok(())
     }
-    /// Checks the bucket is reachable before any work starts.
+    /// Checks the bucket is reachable before any work starts. Not for unsigned
+    /// requests: a public bucket may grant GetObject but not HeadBucket.
     pub async fn check(&self) -> Result<()> {
+        if self.opts.no_sign_request {
+            return Ok(());
+        }
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {

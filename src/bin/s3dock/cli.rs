@@ -101,6 +101,9 @@ pub struct StoreArgs {
     /// Use S3 Transfer Acceleration
     #[arg(long)]
     pub accelerate: bool,
+    /// Send S3 requests unsigned, without credentials (public buckets; read-only use)
+    #[arg(long)]
+    pub no_sign_request: bool,
     /// Who the audit trail names [default: git user, else user@host]
     #[arg(long, env = "S3DOCK_ACTOR")]
     pub actor: Option<String>,
