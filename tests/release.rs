@@ -1436,3 +1436,72 @@ fn hostile_records_on_moto() {
         hostile_records(&s);
     }
 }
+
+/// Release commands take registry-qualified app names (`localhost:5000/team/api`) as docker
+/// writes them, keep their records under the store's repository name, and print them back
+/// as typed.
+fn qualified_app_names(store: &TestStore) {
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let app = format!("localhost:5000/team{id}/api");
+    let repo = format!("localhost__5000/team{id}/api");
+    let tag = "20250721-2118-f7a5a27";
+    let image = format!("{app}:{tag}");
+    let digest = push_tiny(store, &image, "docker25-tiny.tar", "gzip");
+    ok(store, &["tag", &image, "v1.0.0"]);
+    ok(store, &["promote", &app, "v1.0.0", "production"]);
+    ok(store, &["promote", &image, "staging"]);
+    assert_eq!(ok(store, &["current", &app, "production"]).trim(), image);
+    assert_eq!(ok(store, &["current", &app, "staging"]).trim(), image);
+    // The stored name is accepted as well, and names the same app.
+    assert_eq!(ok(store, &["current", &repo, "staging"]).trim(), image);
+    let list = ok_json(store, &["list", &app]);
+    assert_eq!(list["app"], app.as_str(), "{list}");
+    assert_eq!(list["versions"][0]["version"], "v1.0.0", "{list}");
+    let all = ok_json(store, &["list"]);
+    assert!(
+        all["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["app"] == app.as_str()),
+        "{all}"
+    );
+    let events: Vec<String> = history(store, &app, &[])
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(events.len(), 4, "push, tag, two promotions: {events:?}");
+    assert_eq!(
+        pull_digest(store, &format!("{app}:production")),
+        Some(digest.clone())
+    );
+    assert_eq!(registry_tag(store, &repo, "v1.0.0"), Some(digest));
+    assert!(
+        store
+            .keys()
+            .iter()
+            .any(|k| k.starts_with(&format!("s3dock/apps/{repo}/_envs/production"))),
+        "records under the repository name"
+    );
+    fails(
+        store,
+        &[
+            "current",
+            &format!("Localhost:5000/team{id}/api"),
+            "production",
+        ],
+        "invalid app name",
+    );
+}
+
+#[test]
+fn qualified_app_names_on_dir_store() {
+    qualified_app_names(&TestStore::local());
+}
+
+#[test]
+fn qualified_app_names_on_moto() {
+    if let Some(store) = TestStore::s3("moto") {
+        qualified_app_names(&store);
+    }
+}

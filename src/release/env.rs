@@ -10,7 +10,7 @@ use super::records::{
 use super::tag::short_digest;
 use super::{commit_of, lookup, now, read, require_app, update_record, Ctx, Named};
 use crate::model::digest::Digest;
-use crate::model::reference::Reference;
+use crate::model::reference::{familiar, Reference};
 use crate::registry::Registry;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
@@ -71,8 +71,8 @@ pub(super) async fn resolve_record(store: &Registry, rec: EnvRecord) -> Result<R
         }
     };
     Ok(Resolved {
-        reference: format!("{}:{image_tag}", rec.app),
-        app: rec.app,
+        reference: Reference::with_tag(&rec.app, &image_tag).to_string(),
+        app: familiar(&rec.app),
         env: rec.env,
         image_tag,
         digest,
@@ -196,7 +196,7 @@ pub async fn promote(ctx: &Ctx, app: &str, name: &str, env: &str) -> Result<Prom
     })
     .await?;
     let mut out = Promoted {
-        app: app.to_string(),
+        app: familiar(app),
         env: env.to_string(),
         target: target.clone(),
         image_tag: image_tag.clone(),

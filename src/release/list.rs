@@ -9,7 +9,7 @@ use super::records::{
 };
 use super::require_app;
 use crate::model::digest::Digest;
-use crate::model::reference::valid_tag;
+use crate::model::reference::{familiar, valid_tag};
 use crate::model::text::excerpt;
 use crate::registry::Registry;
 use anyhow::Result;
@@ -143,7 +143,7 @@ pub async fn list_app(store: &Registry, app: &str) -> Result<AppListing> {
         });
     }
     Ok(AppListing {
-        app: app.to_string(),
+        app: familiar(app),
         images,
         versions,
         environments,
@@ -166,7 +166,7 @@ pub async fn list_apps(store: &Registry) -> Result<(Vec<AppSummary>, Vec<Malform
     let mut apps: BTreeMap<String, AppSummary> = BTreeMap::new();
     for (app, kind, name) in records {
         let entry = apps.entry(app.clone()).or_insert_with(|| AppSummary {
-            app,
+            app: familiar(&app),
             ..Default::default()
         });
         match kind {

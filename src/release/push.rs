@@ -131,7 +131,7 @@ pub async fn record_push(
             Some(audit::record(store, &ev).await?)
         };
         out.push(PushRecord {
-            reference: format!("{app}:{tag}"),
+            reference: Reference::with_tag(&app, &tag).to_string(),
             digest: p.manifest_digest,
             unchanged,
             previous,

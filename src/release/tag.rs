@@ -9,6 +9,7 @@ use super::records::{
 };
 use super::{commit_of, lookup, now, read, require_app, update_record, Ctx, Named};
 use crate::model::digest::Digest;
+use crate::model::reference::familiar;
 use crate::registry::Registry;
 use anyhow::{bail, Result};
 
@@ -140,7 +141,7 @@ pub async fn tag(ctx: &Ctx, image: &str, version: &str, force: bool) -> Result<T
     })
     .await?;
     let mut out = Tagged {
-        app: app.clone(),
+        app: familiar(&app),
         version: version.to_string(),
         image_tag: image_tag.clone(),
         digest,
