@@ -47,15 +47,18 @@ fn subcommands(help: &str) -> Vec<String> {
 }
 
 /// Option and argument entries of a help text that have no text: an entry is a line
-/// starting with `-`/`[`/`<` after indentation; its text is on the same line after two
-/// spaces, or on the next, more indented line.
+/// starting with `-`/`[`/`<` after clap's entry indentation (2, or 6 for a long-only
+/// option); its text is on the same line after two spaces, or on the next, more
+/// indented line.
 fn entries_without_help(help: &str) -> Vec<String> {
     let lines: Vec<&str> = help.lines().collect();
     let mut bad = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim_start();
         let indent = l.len() - t.len();
-        if indent == 0 || !(t.starts_with('-') || t.starts_with('[') || t.starts_with('<')) {
+        if !(indent == 2 || indent == 6)
+            || !(t.starts_with('-') || t.starts_with('[') || t.starts_with('<'))
+        {
             continue;
         }
         let same_line = t.contains("  ") && !t.trim_end().ends_with('>');
@@ -282,7 +285,7 @@ fn config_file_flag_and_profiles_hold_every_setting() {
     assert_eq!(v["config_file"], by_flag.to_str().unwrap());
     let s = &v["settings"];
     for (k, want) in [
-        ("store", "s3://b/p"),
+        ("store", "s3://bkt/p"),
         ("sse", "aws:kms"),
         ("sse_kms_key_id", "k1"),
         ("storage_class", "STANDARD_IA"),

@@ -5,8 +5,10 @@
 use s3dock::model::text::printable;
 use s3dock::store::StoreError;
 
-/// Untrusted or long parts (bucket names, keys, SDK messages) are cut to this many characters.
-const PART: usize = 80;
+/// Untrusted or long parts (bucket names, keys, endpoints, SDK messages) are cut to
+/// this many characters, so every line stays within ~200.
+const PART: usize = 60;
+const NAME: usize = 40;
 
 /// The error line, without the `s3dock: error: ` prefix.
 pub fn line(e: &anyhow::Error) -> String {
@@ -33,11 +35,11 @@ fn store_line(e: &StoreError) -> String {
              AWS_SECRET_ACCESS_KEY, or name a profile with --aws-profile (AWS_PROFILE), or run \
              with an IAM role"
             .to_string(),
-        StoreError::BadCredentials { op, resource, code } => format!(
-            "S3 refused the credentials ({}) on {op} of {}: check AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY (or the profile's keys)",
+        StoreError::BadCredentials { op, code, .. } => format!(
+            "S3 refused these credentials ({}) on {}: check AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY or the profile's keys",
             cut(code, 32),
-            cut(resource, PART)
+            cut(op, 32)
         ),
         StoreError::AccessDenied {
             action, resource, ..
@@ -47,7 +49,7 @@ fn store_line(e: &StoreError) -> String {
             cut(resource, PART)
         ),
         StoreError::NoSuchBucket(b) => {
-            let b = cut(b, 63);
+            let b = cut(b, NAME);
             format!(
                 "bucket {b:?} does not exist: create it first (aws s3 mb s3://{b}) or fix --store"
             )
@@ -57,18 +59,18 @@ fn store_line(e: &StoreError) -> String {
             region: Some(r),
             configured,
         } => {
-            let (bucket, region) = (cut(bucket, 63), cut(r, 32));
+            let (bucket, region) = (cut(bucket, NAME), cut(r, 20));
             format!(
                 "bucket {bucket:?} is in region {region}, not {}: use --region {region} (or S3DOCK_REGION)",
-                cut(configured, 32)
+                cut(configured, 20)
             )
         }
         StoreError::WrongRegion {
             bucket, configured, ..
         } => format!(
             "bucket {:?} is not in region {}: set --region to the bucket's region",
-            cut(bucket, 63),
-            cut(configured, 32)
+            cut(bucket, NAME),
+            cut(configured, 20)
         ),
         StoreError::Unreachable {
             bucket,
@@ -76,9 +78,9 @@ fn store_line(e: &StoreError) -> String {
             detail,
         } => format!(
             "cannot reach bucket {:?} at {} ({}): check --endpoint and the network",
-            cut(bucket, 63),
-            cut(endpoint, PART),
-            cut(innermost(detail), 48)
+            cut(bucket, NAME),
+            cut(endpoint, NAME),
+            cut(innermost(detail), NAME)
         ),
         other => chain_line_of(other.to_string()),
     }
@@ -151,7 +153,8 @@ mod tests {
         ];
         for e in errors {
             let l = line(&anyhow::Error::new(e));
-            assert!(l.chars().count() <= 185, "{l}");
+            // 200 with the `s3dock: error: ` prefix.
+            assert!(l.chars().count() <= 185, "{} chars: {l}", l.chars().count());
             assert!(!l.contains('\n') && !l.contains('\x1b'), "{l}");
         }
     }
