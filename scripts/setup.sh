@@ -138,4 +138,13 @@ else
   log "moto venv: ready in $((SECONDS - ts))s"
 fi
 
+# moto's IAM enforcement authorizes HeadBucket as the action "s3:HeadBucket", which no
+# real policy grants (AWS authorizes it as s3:ListBucket): a least-privilege user would
+# be refused. Patch the action map in place (idempotent: only the old text is replaced).
+moto_s3="$("$S3DOCK_VENV/bin/python" -c 'import moto.s3.responses as r; print(r.__file__)')"
+if grep -q '"HEAD": {"DEFAULT": "HeadBucket"}' "$moto_s3"; then
+  sed -i 's/"HEAD": {"DEFAULT": "HeadBucket"}/"HEAD": {"DEFAULT": "ListBucket"}/' "$moto_s3"
+  log "moto: HeadBucket authorized as s3:ListBucket (patched $moto_s3)"
+fi
+
 log "done in $((SECONDS - t0))s"

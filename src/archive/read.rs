@@ -224,8 +224,21 @@ fn stream_entries<S: LayerSink>(
         .context("the input is not a tar archive")?;
     let mut seen_any = false;
     for entry in entries {
-        let mut entry = entry
-            .map_err(|e| anyhow!("the input is not a valid tar archive or is truncated ({e})"))?;
+        // The tar crate's message quotes the header's raw bytes: keep it out of the
+        // error line (debug log only, escaped and bounded).
+        let mut entry = entry.map_err(|e| {
+            tracing::debug!(
+                "tar header error: {}",
+                crate::model::text::excerpt(e.to_string().as_bytes())
+            );
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                anyhow!("the input is truncated: the tar archive ends inside a header or entry")
+            } else if seen_any {
+                anyhow!("the input is not a valid tar archive: a header after the first entry is damaged")
+            } else {
+                anyhow!("the input is not a tar archive (docker save, podman save or an OCI archive)")
+            }
+        })?;
         seen_any = true;
         let raw = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| anyhow!("archive entry name is not valid UTF-8: refusing the archive"))?;

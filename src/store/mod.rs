@@ -78,12 +78,58 @@ pub enum StoreError {
         "the multipart upload of {0:?} no longer exists (another push completed or aborted it)"
     )]
     UploadGone(String),
+    /// The AWS credential chain found no credentials.
+    #[error("no AWS credentials found")]
+    NoCredentials { detail: String },
+    /// The server refused the credentials themselves (unknown key, bad signature,
+    /// expired token): `code` is its S3 error code.
+    #[error("S3 {op} of {resource} refused the credentials ({code})")]
+    BadCredentials {
+        op: String,
+        resource: String,
+        code: String,
+    },
+    /// The credentials may not do `action` (an IAM action, e.g. `s3:PutObject`) on
+    /// `resource` (`bucket` or `bucket/key`).
+    #[error("access denied: {action} on {resource}")]
+    AccessDenied {
+        action: &'static str,
+        resource: String,
+        detail: String,
+    },
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    /// The bucket lives in another region than the one requests are signed for;
+    /// `region` is the bucket's, when the server said (x-amz-bucket-region).
+    #[error("bucket {bucket:?} is in region {}, not {configured}", region.as_deref().unwrap_or("another region"))]
+    WrongRegion {
+        bucket: String,
+        region: Option<String>,
+        configured: String,
+    },
+    /// No answer from the endpoint: connection refused, DNS, TLS or timeout.
+    #[error("cannot reach bucket {bucket:?} at {endpoint}")]
+    Unreachable {
+        bucket: String,
+        endpoint: String,
+        detail: String,
+    },
     /// Any other failure: the one-line S3 or I/O message.
     #[error("{0}")]
     Other(String),
 }
 
 impl StoreError {
+    /// The underlying SDK message, for `-v`.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            StoreError::NoCredentials { detail }
+            | StoreError::AccessDenied { detail, .. }
+            | StoreError::Unreachable { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> Self {
         StoreError::Other(format!("cannot {what} {}: {e}", path.display()))
     }

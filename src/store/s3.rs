@@ -5,7 +5,7 @@ use super::{
     backoff, ObjectInfo, OpenUpload, PartTag, Precondition, S3Options, StorageDriver, StoreError,
     StoredPart,
 };
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -53,28 +53,12 @@ pub struct S3Driver {
     client: Client,
     sdk: Box<aws_config::SdkConfig>,
     pub bucket: String,
+    /// The region requests are signed for.
+    region: String,
     opts: S3Options,
 }
 
 type Res<T> = Result<T, StoreError>;
-
-/// A failed S3 call as a [`StoreError`]: the kinds callers branch on by S3 error code
-/// (or bare HTTP status, which some servers send without a code), else [`err`]'s line.
-fn classify<E>(op: &str, key: &str, e: SdkError<E>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    match (e.code(), status) {
-        (Some("NoSuchKey") | Some("NotFound"), _) | (None, Some(404)) => {
-            StoreError::NotFound(key.to_string())
-        }
-        (Some("PreconditionFailed") | Some("ConditionalRequestConflict"), _)
-        | (None, Some(412 | 409)) => StoreError::PreconditionFailed(key.to_string()),
-        (Some("NoSuchUpload"), _) => StoreError::UploadGone(key.to_string()),
-        _ => StoreError::Other(err(op, key, e)),
-    }
-}
 
 /// One readable line per failed S3 call: the HTTP status and S3 error code when the
 /// server answered, else why no answer came (connection refused, timeout, ...).
@@ -126,7 +110,96 @@ fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The IAM action an S3 operation needs, and whether it acts on the bucket itself
+/// (rather than on an object key).
+fn iam_action(op: &str) -> (&'static str, bool) {
+    match op {
+        "HeadBucket" | "ListObjectsV2" => ("s3:ListBucket", true),
+        "ListMultipartUploads" => ("s3:ListBucketMultipartUploads", true),
+        "GetObject" | "HeadObject" => ("s3:GetObject", false),
+        "DeleteObject" => ("s3:DeleteObject", false),
+        "AbortMultipartUpload" => ("s3:AbortMultipartUpload", false),
+        "ListParts" => ("s3:ListMultipartUploadParts", false),
+        // PutObject, CopyObject, CreateMultipartUpload, UploadPart(Copy), CompleteMultipartUpload.
+        _ => ("s3:PutObject", false),
+    }
+}
+
 impl S3Driver {
+    /// A failed S3 call as a [`StoreError`]: the kinds callers branch on or users act on,
+    /// by S3 error code (or bare HTTP status, which HEAD answers and some servers send
+    /// without a code), else [`err`]'s line.
+    fn classify<E>(&self, op: &str, key: &str, e: SdkError<E>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let (action, on_bucket) = iam_action(op);
+        let resource = if on_bucket {
+            self.bucket.clone()
+        } else {
+            format!("{}/{key}", self.bucket)
+        };
+        match (e.code(), status) {
+            (Some("NoSuchBucket"), _) => StoreError::NoSuchBucket(self.bucket.clone()),
+            (Some("NoSuchKey") | Some("NotFound"), _) | (None, Some(404)) => {
+                StoreError::NotFound(key.to_string())
+            }
+            (Some("PreconditionFailed") | Some("ConditionalRequestConflict"), _)
+            | (None, Some(412 | 409)) => StoreError::PreconditionFailed(key.to_string()),
+            (Some("NoSuchUpload"), _) => StoreError::UploadGone(key.to_string()),
+            (Some("AccessDenied" | "AllAccessDisabled"), _) | (None, Some(403)) => {
+                StoreError::AccessDenied {
+                    action,
+                    resource,
+                    detail: err(op, key, e),
+                }
+            }
+            (
+                Some(
+                    code @ ("InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "InvalidToken"
+                    | "TokenRefreshRequired"),
+                ),
+                _,
+            ) => StoreError::BadCredentials {
+                op: op.to_string(),
+                resource,
+                code: code.to_string(),
+            },
+            (Some("PermanentRedirect" | "AuthorizationHeaderMalformed"), _) | (None, Some(301)) => {
+                StoreError::WrongRegion {
+                    bucket: self.bucket.clone(),
+                    region: e
+                        .raw_response()
+                        .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                        .map(str::to_string),
+                    configured: self.region.clone(),
+                }
+            }
+            _ if matches!(&e, SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout())
+                || matches!(&e, SdkError::TimeoutError(_)) =>
+            {
+                StoreError::Unreachable {
+                    bucket: self.bucket.clone(),
+                    endpoint: self.endpoint_name(),
+                    detail: err(op, key, e),
+                }
+            }
+            _ => StoreError::Other(err(op, key, e)),
+        }
+    }
+
+    /// The endpoint requests go to, for messages.
+    fn endpoint_name(&self) -> String {
+        match &self.opts.endpoint {
+            Some(ep) => ep.clone(),
+            None => format!("S3 in {}", self.region),
+        }
+    }
+
     pub async fn connect(bucket: &str, opts: &S3Options) -> Result<Self> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(p) = &opts.profile {
@@ -134,6 +207,22 @@ impl S3Driver {
         }
         if let Some(r) = &opts.region {
             loader = loader.region(Region::new(r.clone()));
+        } else if opts.endpoint.is_some() {
+            // An S3-compatible server: the region comes from the environment or the
+            // profile, else us-east-1, never from EC2 instance metadata (whose probe
+            // stalls and warns off EC2).
+            use aws_config::meta::region::RegionProviderChain;
+            let mut profile = aws_config::profile::ProfileFileRegionProvider::builder();
+            if let Some(p) = &opts.profile {
+                profile = profile.profile_name(p);
+            }
+            loader = loader.region(
+                RegionProviderChain::first_try(
+                    aws_config::environment::EnvironmentVariableRegionProvider::new(),
+                )
+                .or_else(profile.build())
+                .or_else(Region::new("us-east-1")),
+            );
         }
         if opts.no_sign_request {
             loader = loader.no_credentials();
@@ -152,13 +241,20 @@ impl S3Driver {
         use aws_credential_types::provider::ProvideCredentials;
         match sdk.credentials_provider() {
             None if opts.no_sign_request => {}
-            None => bail!("no AWS credentials provider is configured"),
-            Some(p) => p.provide_credentials().await.map(drop).map_err(|e| {
-                anyhow!(
-                    "no AWS credentials found ({}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use --profile, or run where an IAM role is available",
-                    DisplayErrorContext(e)
-                )
-            })?,
+            None => {
+                return Err(StoreError::NoCredentials {
+                    detail: "no AWS credentials provider is configured".into(),
+                }
+                .into())
+            }
+            Some(creds) => {
+                creds
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| StoreError::NoCredentials {
+                        detail: DisplayErrorContext(e).to_string(),
+                    })?;
+            }
         }
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(opts.path_style)
@@ -166,8 +262,9 @@ impl S3Driver {
             // Content is verified by sha256 end to end; skip the SDK's extra CRC pass.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let region = sdk.region().map_or("us-east-1", |r| r.as_ref()).to_string();
         if sdk.region().is_none() {
-            b = b.region(Region::new("us-east-1"));
+            b = b.region(Region::new(region.clone()));
         }
         if let Some(ep) = &opts.endpoint {
             b = b.endpoint_url(ep);
@@ -176,6 +273,7 @@ impl S3Driver {
             client: Client::from_conf(b.build()),
             sdk: Box::new(sdk),
             bucket: bucket.to_string(),
+            region,
             opts: opts.clone(),
         })
     }
@@ -240,7 +338,7 @@ impl S3Driver {
                         .copy_source_range(format!("bytes={a}-{b}"))
                         .send()
                         .await
-                        .map_err(|e| classify("UploadPartCopy", to, e))?;
+                        .map_err(|e| self.classify("UploadPartCopy", to, e))?;
                     let etag = out
                         .copy_part_result
                         .and_then(|r| r.e_tag)
@@ -277,27 +375,44 @@ impl S3Driver {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            each(&page.map_err(|e| classify("ListObjectsV2", prefix, e))?);
+            each(&page.map_err(|e| self.classify("ListObjectsV2", prefix, e))?);
         }
         Ok(())
     }
-    /// Checks the bucket is reachable before any work starts. Not for unsigned
-    /// requests: a public bucket may grant GetObject but not HeadBucket.
+    /// Checks the bucket is reachable, and in the region requests are signed for,
+    /// before any work starts. Not for unsigned requests: a public bucket may grant
+    /// GetObject but not HeadBucket.
     pub async fn check(&self) -> Result<()> {
         if self.opts.no_sign_request {
             return Ok(());
         }
         match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                bail!(
-                    "bucket {:?} does not exist (create it first, e.g. aws s3 mb s3://{})",
-                    self.bucket,
-                    self.bucket
-                )
+            Ok(out) => {
+                // AWS answers a request to the wrong region with a 301 (classified
+                // below); a server that serves it anyway still names the bucket's region.
+                // Only on AWS is a mismatch an error: S3-compatible servers name regions
+                // of their own that they do not check.
+                match out.bucket_region() {
+                    Some(r) if r != self.region && self.opts.endpoint.is_none() => {
+                        Err(StoreError::WrongRegion {
+                            bucket: self.bucket.clone(),
+                            region: Some(r.to_string()),
+                            configured: self.region.clone(),
+                        }
+                        .into())
+                    }
+                    _ => Ok(()),
+                }
             }
-            Err(e) => Err(anyhow!(err("HeadBucket", &self.bucket, e))
-                .context(format!("cannot reach bucket {:?}", self.bucket))),
+            Err(e) => match self.classify("HeadBucket", &self.bucket, e) {
+                StoreError::NotFound(_) => {
+                    Err(StoreError::NoSuchBucket(self.bucket.clone()).into())
+                }
+                StoreError::Other(m) => {
+                    Err(anyhow!(m).context(format!("cannot reach bucket {:?}", self.bucket)))
+                }
+                typed => Err(typed.into()),
+            },
         }
     }
 }
@@ -314,7 +429,7 @@ impl StorageDriver for S3Driver {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("GetObject", key, e))?;
+            .map_err(|e| self.classify("GetObject", key, e))?;
         let too_large = |size| StoreError::TooLarge {
             key: key.to_string(),
             size,
@@ -369,7 +484,7 @@ impl StorageDriver for S3Driver {
             {
                 Ok(out) => out,
                 Err(e) if e.code() == Some("InvalidRange") => return Err(out_of_range()),
-                Err(e) => return Err(classify("GetObject", key, e)),
+                Err(e) => return Err(self.classify("GetObject", key, e)),
             };
             // Content-Range "bytes a-b/total": a range past the end is not transient.
             let total = out
@@ -403,7 +518,7 @@ impl StorageDriver for S3Driver {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("HeadObject", key, e))?;
+            .map_err(|e| self.classify("HeadObject", key, e))?;
         Ok(out.content_length().unwrap_or(0) as u64)
     }
 
@@ -416,7 +531,11 @@ impl StorageDriver for S3Driver {
             Precondition::IfAbsent => req.if_none_match("*"),
             Precondition::IfMatch(etag) => req.if_match(etag),
         };
-        match req.send().await.map_err(|e| classify("PutObject", key, e)) {
+        match req
+            .send()
+            .await
+            .map_err(|e| self.classify("PutObject", key, e))
+        {
             Ok(_) => Ok(()),
             Err(StoreError::NotFound(k)) if cond != Precondition::None => {
                 Err(StoreError::PreconditionFailed(k))
@@ -432,7 +551,7 @@ impl StorageDriver for S3Driver {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("DeleteObject", key, e))?;
+            .map_err(|e| self.classify("DeleteObject", key, e))?;
         Ok(())
     }
 
@@ -474,7 +593,7 @@ impl StorageDriver for S3Driver {
             self.copy_request(&source, to)
                 .send()
                 .await
-                .map_err(|e| classify("CopyObject", to, e))?;
+                .map_err(|e| self.classify("CopyObject", to, e))?;
         } else {
             self.copy_in_parts(&source, to, size, jobs).await?;
         }
@@ -486,7 +605,7 @@ impl StorageDriver for S3Driver {
             .create_upload_request(key)
             .send()
             .await
-            .map_err(|e| classify("CreateMultipartUpload", key, e))?;
+            .map_err(|e| self.classify("CreateMultipartUpload", key, e))?;
         out.upload_id.ok_or_else(|| {
             StoreError::Other(format!(
                 "S3 CreateMultipartUpload of {key:?} returned no upload id"
@@ -512,7 +631,7 @@ impl StorageDriver for S3Driver {
             .body(ByteStream::from(data))
             .send()
             .await
-            .map_err(|e| classify("UploadPart", key, e))?;
+            .map_err(|e| self.classify("UploadPart", key, e))?;
         Ok(PartTag {
             etag: out.e_tag.unwrap_or_default(),
         })
@@ -541,7 +660,7 @@ impl StorageDriver for S3Driver {
             )
             .send()
             .await
-            .map_err(|e| classify("CompleteMultipartUpload", key, e))?;
+            .map_err(|e| self.classify("CompleteMultipartUpload", key, e))?;
         Ok(())
     }
 
@@ -553,7 +672,7 @@ impl StorageDriver for S3Driver {
             .upload_id(id)
             .send()
             .await
-            .map_err(|e| classify("AbortMultipartUpload", key, e))?;
+            .map_err(|e| self.classify("AbortMultipartUpload", key, e))?;
         Ok(())
     }
 
@@ -582,7 +701,7 @@ impl StorageDriver for S3Driver {
                 Err(e) if matches!(e.code(), Some("NotImplemented")) => {
                     return Err(StoreError::Unsupported("listing open uploads"))
                 }
-                Err(e) => return Err(classify("ListMultipartUploads", prefix, e)),
+                Err(e) => return Err(self.classify("ListMultipartUploads", prefix, e)),
             };
             for u in page.uploads() {
                 if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
@@ -611,7 +730,7 @@ impl StorageDriver for S3Driver {
             .max_parts(1)
             .send()
             .await
-            .map_err(|e| classify("ListParts", key, e))
+            .map_err(|e| self.classify("ListParts", key, e))
         {
             Ok(_) => Ok(true),
             Err(StoreError::UploadGone(_)) => Ok(false),
@@ -632,7 +751,7 @@ impl StorageDriver for S3Driver {
                 .set_part_number_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| classify("ListParts", key, e))?;
+                .map_err(|e| self.classify("ListParts", key, e))?;
             for p in page.parts() {
                 if let (Some(number), Some(size), Some(etag)) =
                     (p.part_number(), p.size(), p.e_tag())

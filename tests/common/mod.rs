@@ -2,6 +2,7 @@
 //! directory, and the S3 servers `scripts/s3-servers.sh` started (s3s-fs, moto).
 #![allow(dead_code)]
 
+pub mod iam;
 pub mod nginx;
 
 use sha2::{Digest as _, Sha256};

@@ -22,6 +22,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use s3dock::archive::Format;
 use s3dock::codec::Compression;
 use s3dock::model::units::{parse_duration, parse_size};
+use s3dock::release::audit::EventKind;
 use s3dock::release::builder::Builder;
 use std::path::PathBuf;
 
@@ -45,6 +46,24 @@ pub fn command() -> clap::Command {
     shared.get_arguments().fold(Cli::command(), |cmd, a| {
         cmd.arg(a.clone().global(true).hide(true))
     })
+}
+
+/// `s3dock completions SHELL`: the script on stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut command(), "s3dock", &mut std::io::stdout());
+}
+
+/// `s3dock man [--dir DIR]`: the top page on stdout, or every page into DIR.
+pub fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            clap_mangen::generate_to(command(), d)
+                .with_context(|| format!("cannot write man pages in {}", d.display()))
+        }
+        None => Ok(clap_mangen::Man::new(command()).render(&mut std::io::stdout())?),
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -90,7 +109,7 @@ pub struct StoreArgs {
     #[arg(long, env = "AWS_PROFILE")]
     pub aws_profile: Option<String>,
     /// Server-side encryption of new objects: AES256 or aws:kms
-    #[arg(long, value_parser = ["AES256", "aws:kms"])]
+    #[arg(long, value_parser = crate::profiles::SSE)]
     pub sse: Option<String>,
     /// KMS key id or ARN for --sse aws:kms [default: the bucket's AWS-managed key]
     #[arg(long)]
@@ -179,6 +198,17 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script: s3dock completions bash > ~/.local/share/bash-completion/completions/s3dock
+    Completions {
+        /// Shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a directory
+    Man {
+        /// Write s3dock.1 and s3dock-COMMAND.1 pages here (e.g. ~/.local/share/man/man1)
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 const PUSH_EXAMPLES: &str = "Examples:
@@ -222,7 +252,10 @@ impl Command {
             Command::Deploy(DeployArgs { store, .. })
             | Command::Rollback(DeployArgs { store, .. })
             | Command::Agent(AgentArgs { store, .. }) => (Some(store), None),
-            Command::Stamp(_) | Command::Status(_) => (None, None),
+            Command::Stamp(_)
+            | Command::Status(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => (None, None),
         }
     }
 }
@@ -385,8 +418,8 @@ pub struct HistoryArgs {
     /// Only events since this month (2025-07) or day (2025-07-21), UTC
     #[arg(long)]
     pub since: Option<String>,
-    /// Only this kind of event: push, tag, promote, rollback, deploy or deploy-failed
-    #[arg(long)]
+    /// Only this kind of event
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(EventKind::ALL.map(EventKind::name)))]
     pub event: Option<String>,
     /// At most N events
     #[arg(long, short = 'n')]
@@ -419,6 +452,9 @@ pub struct InitArgs {
     /// Never prompt, even on a terminal
     #[arg(long)]
     pub no_input: bool,
+    /// Directory of blobs already on this host, for pulls
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

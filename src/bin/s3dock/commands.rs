@@ -72,7 +72,7 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Build(a) => run_build(s, a).await,
-        Command::Stamp(a) => run_stamp(a),
+        Command::Stamp(a) => run_stamp(s, a),
         Command::Tag(a) => {
             let ctx = writer(s).await?;
             render::tagged(s, &tag::tag(&ctx, &a.image, &a.version, a.force).await?);
@@ -100,19 +100,18 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
         Command::Rollback(a) => crate::deploy::run_rollback(s, a).await,
         Command::Agent(a) => crate::deploy::run_agent(s, a).await,
         Command::Status(a) => crate::deploy::run_status(s, a),
-        Command::Config { .. } => unreachable!("config commands need no resolved settings"),
+        Command::Config { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("run by main: they need no resolved settings")
+        }
     }
 }
 
-fn run_stamp(a: StampArgs) -> Result<()> {
+fn run_stamp(s: &Settings, a: StampArgs) -> Result<()> {
     if let Some(app) = &a.app {
         app_name(app)?;
     }
     let tag = git::head(&a.context, a.allow_dirty)?.stamp()?;
-    match &a.app {
-        Some(app) => println!("{app}:{tag}"),
-        None => println!("{tag}"),
-    }
+    render::stamp(s, a.app.as_deref(), &tag);
     Ok(())
 }
 
@@ -319,6 +318,11 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
     // `pull APP NAME`: an environment, version or tag of the app.
     let r = match &a.name {
         Some(n) => {
+            if (r.tag.is_some() || r.digest.is_some()) && n.contains([':', '@', '/']) {
+                bail!(
+                    "pull takes one image (a second argument is an environment, version or tag of the app): run s3dock pull once per image"
+                );
+            }
             if r.tag.is_some() || r.digest.is_some() {
                 bail!(
                     "with a second argument, the first names the app only: s3dock pull {} {n}",
@@ -333,7 +337,7 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
         format: a.format,
         tag: a.tag.as_deref().map(Reference::parse).transpose()?,
         platform: a.platform,
-        cache: a.cache,
+        cache: a.cache.or_else(|| s.cache.value.as_ref().map(Into::into)),
         decompress: a.decompress,
     };
     let stats = Arc::new(Stats::default());
@@ -378,9 +382,6 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
         }
     };
     let secs = start.elapsed().as_secs_f64();
-    if s.json && a.output.is_some() {
-        println!("{}", serde_json::to_string(&report)?);
-    }
     if !s.quiet {
         eprintln!(
             "pulled {} {} ({} layers, {} written, {} downloaded, {:.1}s)",
@@ -392,5 +393,6 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
             secs
         );
     }
+    render::summary(s, &serde_json::to_value(&report)?, a.output.is_none());
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod deploy;
+mod errors;
 mod profiles;
 mod render;
 mod settings;
@@ -12,19 +13,24 @@ mod settings;
 use clap::FromArgMatches;
 use cli::{Cli, Command, StoreArgs, TransferArgs};
 use settings::{ArgSources, Settings};
+use std::io::IsTerminal;
 
 fn main() -> std::process::ExitCode {
     let matches = cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let sources = ArgSources::from_matches(&matches);
-    let filter = match (cli.global.quiet, cli.global.verbose) {
-        (true, _) => "error",
-        (_, 0) => "warn",
+    // The AWS SDK's own warnings (IMDS probes, retries) only with -v: the error line
+    // says what went wrong. Colour only on a terminal.
+    let verbose = cli.global.verbose;
+    let filter = match (cli.global.quiet, verbose) {
+        (true, _) => "error,aws=off",
+        (_, 0) => "warn,aws=off",
         (_, 1) => "info,aws=warn",
         _ => "debug",
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("S3DOCK_LOG")
                 .unwrap_or_else(|_| filter.into()),
@@ -43,7 +49,10 @@ fn main() -> std::process::ExitCode {
             r = run(cli, matches, sources) => match r {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("s3dock: error: {}", one_line(&e));
+                    eprintln!("s3dock: error: {}", errors::line(&e));
+                    if let Some(d) = errors::detail(&e).filter(|_| verbose > 0) {
+                        eprintln!("s3dock: detail: {d}");
+                    }
                     1
                 }
             },
@@ -71,19 +80,6 @@ async fn interrupted() -> (&'static str, u8) {
     }
 }
 
-/// The error and its causes on one line, control characters escaped (errors can
-/// quote store content).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in e.chain() {
-        let s = s3dock::model::text::printable(&c.to_string().replace('\n', " ")).into_owned();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ")
-}
-
 async fn run(cli: Cli, matches: clap::ArgMatches, sources: ArgSources) -> anyhow::Result<()> {
     let (cmd_compression, cmd_builder) = match &cli.command {
         Command::Push(a) => (a.compression, None),
@@ -92,6 +88,11 @@ async fn run(cli: Cli, matches: clap::ArgMatches, sources: ArgSources) -> anyhow
     };
     match cli.command {
         Command::Config { command } => settings::run(command, &cli.global, &sources),
+        Command::Completions { shell } => {
+            cli::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => cli::man(dir.as_deref()),
         command => {
             // A command without store flags still reads the hidden top-level ones
             // (and their environment variables), e.g. for `stamp`.

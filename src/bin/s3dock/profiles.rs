@@ -28,6 +28,12 @@ pub struct Profile {
     pub part_size: Option<String>,
     pub builder: Option<String>,
     pub actor: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub storage_class: Option<String>,
+    pub accelerate: Option<bool>,
+    pub retries: Option<u32>,
+    pub cache: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,8 +97,14 @@ fn check_profile(name: &str, p: &Profile) -> Result<()> {
     if p.jobs == Some(0) {
         bail!("jobs must be at least 1");
     }
+    if let Some(sse) = p.sse.as_deref().filter(|s| !SSE.contains(s)) {
+        bail!("invalid sse {sse:?}: use {}", SSE.join(" or "));
+    }
     Ok(())
 }
+
+/// The server-side encryption modes `--sse` and a profile's `sse` accept.
+pub const SSE: [&str; 2] = ["AES256", "aws:kms"];
 
 fn valid_profile_name(n: &str) -> bool {
     !n.is_empty()
@@ -179,6 +191,12 @@ pub fn init(g: &Global, a: InitArgs) -> Result<()> {
         part_size: tr.part_size.map(format_size),
         builder: a.builder.clone(),
         actor: st.actor.clone(),
+        sse: st.sse.clone(),
+        sse_kms_key_id: st.sse_kms_key_id.clone(),
+        storage_class: st.storage_class.clone(),
+        accelerate: st.accelerate.then_some(true),
+        retries: tr.retries,
+        cache: a.cache.as_ref().map(|c| c.to_string_lossy().into_owned()),
     };
     let interactive = !a.no_input && std::io::stdin().is_terminal() && p.store.is_none();
     if interactive {
@@ -201,6 +219,9 @@ pub fn init(g: &Global, a: InitArgs) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     if !g.quiet {
         eprintln!("wrote profile {name} to {}", path.display());
+    }
+    if g.json {
+        println!("{}", serde_json::json!({"profile": name, "path": path}));
     }
     Ok(())
 }
@@ -257,7 +278,7 @@ pub fn render(file: &ConfigFile) -> String {
     for (name, p) in &file.profiles {
         out.push_str(&format!("\n[profiles.{name}]\n"));
         let s = |v: &Option<String>| v.as_deref().map(q);
-        let keys: [(&str, &str, Option<String>, &str); 11] = [
+        let keys: [(&str, &str, Option<String>, &str); 17] = [
             (
                 "store: s3://bucket[/prefix], file:///path or a directory",
                 "store",
@@ -318,6 +339,42 @@ pub fn render(file: &ConfigFile) -> String {
                 "actor",
                 s(&p.actor),
                 "\"ci@example.com\"",
+            ),
+            (
+                "server-side encryption of new objects: AES256 or aws:kms",
+                "sse",
+                s(&p.sse),
+                "\"aws:kms\"",
+            ),
+            (
+                "KMS key for sse = \"aws:kms\" (default: the bucket's AWS-managed key)",
+                "sse_kms_key_id",
+                s(&p.sse_kms_key_id),
+                "\"arn:aws:kms:eu-west-1:111122223333:key/...\"",
+            ),
+            (
+                "S3 storage class for new objects",
+                "storage_class",
+                s(&p.storage_class),
+                "\"INTELLIGENT_TIERING\"",
+            ),
+            (
+                "S3 Transfer Acceleration",
+                "accelerate",
+                p.accelerate.map(|b| b.to_string()),
+                "true",
+            ),
+            (
+                "attempts per S3 request",
+                "retries",
+                p.retries.map(|r| r.to_string()),
+                "5",
+            ),
+            (
+                "directory of blobs already on this host, for pulls",
+                "cache",
+                s(&p.cache),
+                "\"/var/cache/s3dock\"",
             ),
         ];
         for (comment, k, v, example) in keys {

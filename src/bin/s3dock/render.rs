@@ -23,6 +23,35 @@ pub fn say(s: &Settings, msg: impl std::fmt::Display) {
     }
 }
 
+/// A command's `--json` result: on stdout, or as the last line on stderr when stdout
+/// carries the archive (`pull` without `-o`).
+pub fn summary(s: &Settings, v: &serde_json::Value, stdout_has_data: bool) {
+    if !s.json {
+        return;
+    }
+    if stdout_has_data {
+        eprintln!("{v}");
+    } else {
+        println!("{v}");
+    }
+}
+
+/// `stamp`: TAG or APP:TAG, or `{"app", "tag", "reference"}` with `--json`.
+pub fn stamp(s: &Settings, app: Option<&str>, tag: &str) {
+    let reference = match app {
+        Some(app) => format!("{app}:{tag}"),
+        None => tag.to_string(),
+    };
+    if s.json {
+        println!(
+            "{}",
+            json!({"app": app, "tag": tag, "reference": reference})
+        );
+    } else {
+        println!("{reference}");
+    }
+}
+
 /// One line per record or event that was skipped (always shown: the output is incomplete).
 pub fn skipped(malformed: &[Malformed]) {
     for m in malformed {

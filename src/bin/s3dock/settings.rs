@@ -42,6 +42,12 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
     ("jobs", Some("S3DOCK_JOBS")),
     ("part_size", None),
     ("actor", Some("S3DOCK_ACTOR")),
+    ("sse", None),
+    ("sse_kms_key_id", None),
+    ("storage_class", None),
+    ("accelerate", None),
+    ("retries", None),
+    ("cache", Some("S3DOCK_CACHE")),
 ];
 
 impl ArgSources {
@@ -162,13 +168,15 @@ pub struct Settings {
     pub builder: Setting<Builder>,
     /// None: the git user, else user@host (see `local_actor`).
     pub actor: Setting<Option<String>>,
+    pub sse: Setting<Option<String>>,
+    pub sse_kms_key_id: Setting<Option<String>>,
+    pub storage_class: Setting<Option<String>>,
+    pub accelerate: Setting<bool>,
+    pub retries: Setting<u32>,
+    /// `pull --cache` when the command line and environment leave it unset.
+    pub cache: Setting<Option<String>>,
     /// Flag-only settings.
-    pub sse: Option<String>,
-    pub sse_kms_key_id: Option<String>,
-    pub storage_class: Option<String>,
-    pub accelerate: bool,
     pub no_sign_request: bool,
-    pub retries: u32,
     pub quiet: bool,
     pub json: bool,
 }
@@ -323,6 +331,40 @@ impl Settings {
             st.actor.clone(),
             p.actor.clone(),
         );
+        let sse = pick("sse", None, st.sse.clone(), p.sse.clone());
+        let sse_kms_key_id = pick(
+            "sse_kms_key_id",
+            None,
+            st.sse_kms_key_id.clone(),
+            p.sse_kms_key_id.clone(),
+        );
+        let storage_class = pick(
+            "storage_class",
+            None,
+            st.storage_class.clone(),
+            p.storage_class.clone(),
+        );
+        let accelerate = pick(
+            "accelerate",
+            None,
+            st.accelerate.then(|| "true".to_string()),
+            p.accelerate.map(|b| b.to_string()),
+        );
+        let accelerate = Setting {
+            value: accelerate.value.is_some_and(|v| v == "true"),
+            source: accelerate.source,
+        };
+        let retries = pick(
+            "retries",
+            None,
+            tr.retries.map(|r| r.to_string()),
+            p.retries.map(|r| r.to_string()),
+        );
+        let retries = Setting {
+            value: retries.value.map_or(Ok(DEFAULT_RETRIES), |r| r.parse())?,
+            source: retries.source,
+        };
+        let cache = pick("cache", Some("S3DOCK_CACHE"), None, p.cache.clone());
         Ok(Settings {
             config,
             store,
@@ -336,12 +378,13 @@ impl Settings {
             compression,
             builder,
             actor,
-            sse: st.sse.clone(),
-            sse_kms_key_id: st.sse_kms_key_id.clone(),
-            storage_class: st.storage_class.clone(),
-            accelerate: st.accelerate,
+            sse,
+            sse_kms_key_id,
+            storage_class,
+            accelerate,
+            retries,
+            cache,
             no_sign_request: st.no_sign_request,
-            retries: tr.retries.unwrap_or(DEFAULT_RETRIES),
             quiet: g.quiet,
             json: g.json,
         })
@@ -373,12 +416,12 @@ impl Settings {
                 region: self.region.value.clone(),
                 profile: self.aws_profile.value.clone(),
                 path_style: self.path_style.value,
-                accelerate: self.accelerate,
+                accelerate: self.accelerate.value,
+                sse: self.sse.value.clone(),
+                sse_kms_key_id: self.sse_kms_key_id.value.clone(),
+                storage_class: self.storage_class.value.clone(),
+                max_attempts: self.retries.value,
                 no_sign_request: self.no_sign_request,
-                sse: self.sse.clone(),
-                sse_kms_key_id: self.sse_kms_key_id.clone(),
-                storage_class: self.storage_class.clone(),
-                max_attempts: self.retries,
             },
             jobs: self.jobs.value,
             part_size: self.part_size.value,
@@ -488,6 +531,28 @@ fn show(s: &Settings) -> Result<()> {
             s.builder.source.clone(),
         ),
         ("actor", actor.0, actor.1),
+        ("sse", opt(&s.sse.value), s.sse.source.clone()),
+        (
+            "sse_kms_key_id",
+            opt(&s.sse_kms_key_id.value),
+            s.sse_kms_key_id.source.clone(),
+        ),
+        (
+            "storage_class",
+            opt(&s.storage_class.value),
+            s.storage_class.source.clone(),
+        ),
+        (
+            "accelerate",
+            s.accelerate.value.to_string(),
+            s.accelerate.source.clone(),
+        ),
+        (
+            "retries",
+            s.retries.value.to_string(),
+            s.retries.source.clone(),
+        ),
+        ("cache", opt(&s.cache.value), s.cache.source.clone()),
         (
             "credentials",
             "AWS credential chain (not shown)".to_string(),
@@ -535,7 +600,7 @@ fn show(s: &Settings) -> Result<()> {
     );
     for (k, v, s) in rows {
         let v = if v.is_empty() { "-".to_string() } else { v };
-        println!("{k:<12} {v:<40} {s}");
+        println!("{k:<14} {v:<40} {s}");
     }
     Ok(())
 }
