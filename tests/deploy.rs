@@ -294,15 +294,79 @@ impl Drop for World {
     }
 }
 
-/// Requests the public port in a loop until stopped; returns every answer in order.
+/// A keep-alive HTTP/1.1 client, as browsers and load balancers are. A request on a
+/// reused connection that the server closed while idle gets no answer at all; it is
+/// sent again on a new connection (RFC 9112 §9.3.1), anything else is a failure.
+struct KeepAlive {
+    port: u16,
+    conn: Option<BufReader<std::net::TcpStream>>,
+}
+
+impl KeepAlive {
+    fn get(&mut self) -> Result<String, String> {
+        use std::io::{Read, Write};
+        loop {
+            let reused = self.conn.is_some();
+            if self.conn.is_none() {
+                let s = std::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                self.conn = Some(BufReader::new(s));
+            }
+            let c = self.conn.as_mut().unwrap();
+            let sent = c
+                .get_mut()
+                .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut status = String::new();
+            let read = sent
+                .map_err(|e| e.to_string())
+                .and_then(|()| c.read_line(&mut status).map_err(|e| e.to_string()));
+            if read.as_ref().map_or(true, |n| *n == 0) {
+                self.conn = None;
+                if reused {
+                    continue;
+                }
+                return Err(format!("no answer: {read:?}"));
+            }
+            let (mut len, mut close) = (0usize, false);
+            loop {
+                let mut h = String::new();
+                c.read_line(&mut h).map_err(|e| e.to_string())?;
+                let h = h.trim_end().to_ascii_lowercase();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                close |= h == "connection: close";
+            }
+            let mut body = vec![0; len];
+            c.read_exact(&mut body).map_err(|e| e.to_string())?;
+            if close {
+                self.conn = None;
+            }
+            let body = String::from_utf8_lossy(&body).trim().to_string();
+            return if status.split(' ').nth(1) == Some("200") {
+                Ok(body)
+            } else {
+                Err(format!("{} {body}", status.trim()))
+            };
+        }
+    }
+}
+
+/// Requests the public port in a loop until stopped (one keep-alive client); returns
+/// every answer in order.
 fn client_loop(
     port: u16,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<Result<String, String>>> {
     std::thread::spawn(move || {
+        let mut c = KeepAlive { port, conn: None };
         let mut seen = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            seen.push(http_get(port, "/"));
+            seen.push(c.get());
         }
         seen
     })

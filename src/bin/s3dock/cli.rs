@@ -469,40 +469,6 @@ pub struct ShowArgs {
     pub transfer: TransferArgs,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every visible argument of every command, at any depth, has a line of help.
-    #[test]
-    fn every_argument_has_help() {
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for a in cmd.get_arguments() {
-                if !a.is_hide_set()
-                    && a.get_help().is_none()
-                    && a.get_id() != "help"
-                    && a.get_id() != "version"
-                {
-                    missing.push(format!("{path} {}", a.get_id()));
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut cmd = command();
-        cmd.build();
-        let mut missing = Vec::new();
-        walk(&cmd, "s3dock", &mut missing);
-        assert!(missing.is_empty(), "arguments without help: {missing:?}");
-    }
-
-    #[test]
-    fn command_is_consistent() {
-        command().debug_assert();
-    }
-}
-
 /// Traffic switches `deploy` can drive.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwitchKind {
@@ -602,4 +568,38 @@ pub struct StatusArgs {
     /// Directory of the host state files (APP-ENV.json)
     #[arg(long, default_value = s3dock::deploy::state::STATE_DIR, env = "S3DOCK_STATE_DIR")]
     pub state_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible argument of every command, at any depth, has a line of help.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if !a.is_hide_set()
+                    && a.get_help().is_none()
+                    && a.get_id() != "help"
+                    && a.get_id() != "version"
+                {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "s3dock", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        command().debug_assert();
+    }
 }
