@@ -294,6 +294,9 @@ fn targets(
     }
 }
 
+/// What is read of the input after the archive's end marker, at most.
+const TRAILER_MAX: u64 = 1 << 20;
+
 /// Pushes every image of the archive read from `input` (or the one `reference` names).
 pub async fn push<R: Read + Send + 'static>(
     store: &Registry,
@@ -315,7 +318,13 @@ pub async fn push<R: Read + Send + 'static>(
     };
     let platform = opts.platform.clone().unwrap_or_else(host_platform);
     let (images, mut sink) = tokio::task::spawn_blocking(move || {
-        let r = read_archive(input, &mut sink, &platform);
+        let mut input = input;
+        let r = read_archive(&mut input, &mut sink, &platform);
+        // Producers (podman save, tar) may still be writing padding after the end
+        // marker: read it rather than let them die of SIGPIPE and fail the pipeline.
+        if r.is_ok() {
+            let _ = std::io::copy(&mut (&mut input).take(TRAILER_MAX), &mut std::io::sink());
+        }
         (r, sink)
     })
     .await?;
