@@ -135,6 +135,19 @@ pub struct PromoteTarget {
     pub generation: u64,
 }
 
+/// A removal (`rm`, `prune`): a tag, a version, or a manifest revision by digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoveTarget {
+    /// `app:tag`, or `app@digest` for a revision.
+    pub image: String,
+    /// The tag removed; None for a revision.
+    pub tag: Option<String>,
+    pub digest: Digest,
+    /// Removed although a tag, version or environment still pointed at it.
+    #[serde(default)]
+    pub forced: bool,
+}
+
 /// An event's kind with its typed payload: `event` names the kind, `target` is what
 /// the event did, `previous` the state it replaced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +165,9 @@ pub enum What {
         target: PromoteTarget,
         previous: Option<Box<EnvRecord>>,
     },
+    Remove {
+        target: RemoveTarget,
+    },
 }
 
 /// The kinds of event s3dock writes, for `history --event`.
@@ -160,16 +176,23 @@ pub enum EventKind {
     Push,
     Tag,
     Promote,
+    Remove,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::Push, EventKind::Tag, EventKind::Promote];
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Push,
+        EventKind::Tag,
+        EventKind::Promote,
+        EventKind::Remove,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             EventKind::Push => "push",
             EventKind::Tag => "tag",
             EventKind::Promote => "promote",
+            EventKind::Remove => "remove",
         }
     }
 }
@@ -194,6 +217,7 @@ impl What {
             What::Push { .. } => EventKind::Push,
             What::Tag { .. } => EventKind::Tag,
             What::Promote { .. } => EventKind::Promote,
+            What::Remove { .. } => EventKind::Remove,
         }
     }
 }
@@ -294,6 +318,10 @@ impl Event {
                     p.validate(app, &t.env)?;
                 }
             }
+            What::Remove { target: t } => match &t.tag {
+                Some(tag) => image(&t.image, tag)?,
+                None => check(t.image == format!("{app}@{}", t.digest), "image", &t.image)?,
+            },
         }
         Ok(())
     }

@@ -310,6 +310,12 @@ fn describe(e: &Event) -> String {
                 .map(|p| format!(" (was {})", p.target.name))
                 .unwrap_or_default()
         ),
+        What::Remove { target } => format!(
+            "{} {}{}",
+            target.image,
+            short_digest(&target.digest),
+            if target.forced { " (forced)" } else { "" }
+        ),
     };
     let by = match &e.actor.aws {
         Some(arn) => format!("{} [{arn}]", e.actor.name),
