@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod lifecycle;
 mod profiles;
 mod render;
 mod settings;
@@ -41,7 +42,7 @@ fn main() -> std::process::ExitCode {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("s3dock: error: {}", one_line(&e));
-                    1
+                    lifecycle::exit_code(&e)
                 }
             },
             (name, code) = interrupted() => {
