@@ -1,7 +1,24 @@
 //! The command line: clap arguments only. What they resolve to is in `settings`,
 //! what runs in `commands`, how results look in `render`.
+//!
+//! Shape: only `-q`, `-v`, `--json` and `--config` are global ([`Global`]). The store
+//! flags ([`StoreArgs`]) and transfer flags ([`TransferArgs`]) belong to the
+//! subcommands that use them, so `stamp --help` lists no `--sse`. A new subcommand
+//! that opens the store adds
+//!
+//! ```text
+//! #[command(flatten)]
+//! pub store: StoreArgs,
+//! #[command(flatten)]          // only if it moves blobs (jobs, part size, retries)
+//! pub transfer: TransferArgs,
+//! ```
+//!
+//! and an arm in [`Command::shared`]; `settings` resolves them in one place. For old
+//! command lines, [`command`] also accepts every store/transfer flag before the
+//! subcommand (hidden globals with the same ids, so clap merges their values into the
+//! subcommand's). Every argument needs a `///` line: a unit test walks the tree.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use s3dock::archive::Format;
 use s3dock::codec::Compression;
 use s3dock::model::units::{parse_duration, parse_size};
@@ -21,71 +38,104 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The clap command: [`Cli`] plus the store/transfer flags as hidden globals, so
+/// `s3dock --store X push` keeps working.
+pub fn command() -> clap::Command {
+    let shared = TransferArgs::augment_args(StoreArgs::augment_args(clap::Command::new("shared")));
+    shared.get_arguments().fold(Cli::command(), |cmd, a| {
+        cmd.arg(a.clone().global(true).hide(true))
+    })
+}
+
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// Store: s3://bucket[/prefix], file:///path or a directory [default: ~/.local/share/s3dock/store]
-    #[arg(long, global = true, env = "S3DOCK_STORE")]
-    pub store: Option<String>,
-    /// S3 endpoint URL for S3-compatible servers (implies path-style addressing)
-    #[arg(long, global = true, env = "S3DOCK_ENDPOINT")]
-    pub endpoint: Option<String>,
-    #[arg(long, global = true, env = "S3DOCK_REGION")]
-    pub region: Option<String>,
-    /// Directory inside the bucket or store directory (the registry's `rootdirectory`)
-    #[arg(long, global = true, env = "S3DOCK_ROOT_DIR")]
-    pub root_dir: Option<String>,
-    /// Path-style S3 addressing [default: on with --endpoint, else off]
-    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
-    pub path_style: Option<bool>,
-    /// s3dock profile from the config file (~/.config/s3dock/config.toml); with no
-    /// config file, taken as the AWS profile
-    #[arg(long, global = true, env = "S3DOCK_PROFILE")]
-    pub profile: Option<String>,
-    /// AWS shared-config profile for credentials and region
-    #[arg(long, global = true, env = "AWS_PROFILE")]
-    pub aws_profile: Option<String>,
-    /// Server-side encryption: AES256 or aws:kms
-    #[arg(long, global = true, value_parser = ["AES256", "aws:kms"])]
-    pub sse: Option<String>,
-    #[arg(long, global = true)]
-    pub sse_kms_key_id: Option<String>,
-    /// S3 storage class for new objects (STANDARD, INTELLIGENT_TIERING, ...)
-    #[arg(long, global = true)]
-    pub storage_class: Option<String>,
-    /// Use S3 Transfer Acceleration
-    #[arg(long, global = true)]
-    pub accelerate: bool,
-    /// Concurrent part uploads / ranged downloads [default: 4]
-    #[arg(long, short = 'j', global = true, env = "S3DOCK_JOBS")]
-    pub jobs: Option<usize>,
-    /// Multipart part size (and download chunk size), e.g. 16MiB; grows for huge blobs [default: 16MiB]
-    #[arg(long, global = true, value_parser = parse_size)]
-    pub part_size: Option<u64>,
-    /// Attempts per S3 request, with exponential backoff and jitter
-    #[arg(long, global = true, default_value_t = 5)]
-    pub retries: u32,
     /// No progress or summary on stderr
     #[arg(long, short, global = true)]
     pub quiet: bool,
-    /// Print the result as JSON on stdout
+    /// Print the result as JSON on stdout (pull to stdout: as the last line on stderr)
     #[arg(long, global = true)]
     pub json: bool,
-    /// More logging on stderr (-v, -vv)
+    /// More logging on stderr, including the S3 SDK's (-v, -vv)
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Config file [default: $XDG_CONFIG_HOME/s3dock/config.toml, ~/.config/s3dock/config.toml]
+    #[arg(long, global = true, value_name = "FILE", env = "S3DOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where the store is and how to reach it.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Store options")]
+pub struct StoreArgs {
+    /// Store: s3://bucket[/prefix], file:///path or a directory [default: ~/.local/share/s3dock/store]
+    #[arg(long, env = "S3DOCK_STORE")]
+    pub store: Option<String>,
+    /// S3 endpoint URL for S3-compatible servers (implies path-style addressing)
+    #[arg(long, env = "S3DOCK_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// AWS region of the bucket [default: from the AWS config; us-east-1 with --endpoint]
+    #[arg(long, env = "S3DOCK_REGION")]
+    pub region: Option<String>,
+    /// Directory inside the bucket or store directory (the registry's `rootdirectory`)
+    #[arg(long, env = "S3DOCK_ROOT_DIR")]
+    pub root_dir: Option<String>,
+    /// Path-style S3 addressing [default: on with --endpoint, else off]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub path_style: Option<bool>,
+    /// s3dock profile from the config file; with no config file, taken as the AWS profile
+    #[arg(long, env = "S3DOCK_PROFILE")]
+    pub profile: Option<String>,
+    /// AWS shared-config profile for credentials and region
+    #[arg(long, env = "AWS_PROFILE")]
+    pub aws_profile: Option<String>,
+    /// Server-side encryption of new objects: AES256 or aws:kms
+    #[arg(long, value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
+    /// KMS key id or ARN for --sse aws:kms [default: the bucket's AWS-managed key]
+    #[arg(long)]
+    pub sse_kms_key_id: Option<String>,
+    /// S3 storage class for new objects (STANDARD, INTELLIGENT_TIERING, ...)
+    #[arg(long)]
+    pub storage_class: Option<String>,
+    /// Use S3 Transfer Acceleration
+    #[arg(long)]
+    pub accelerate: bool,
     /// Who the audit trail names [default: git user, else user@host]
-    #[arg(long, global = true, env = "S3DOCK_ACTOR")]
+    #[arg(long, env = "S3DOCK_ACTOR")]
     pub actor: Option<String>,
+}
+
+/// How blobs move.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Transfer options")]
+pub struct TransferArgs {
+    /// Concurrent part uploads / ranged downloads [default: 4]
+    #[arg(long, short = 'j', env = "S3DOCK_JOBS")]
+    pub jobs: Option<usize>,
+    /// Multipart part size (and download chunk size), e.g. 16MiB; grows for huge blobs [default: 16MiB]
+    #[arg(long, value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Attempts per S3 request, with exponential backoff and jitter [default: 5]
+    #[arg(long)]
+    pub retries: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Push the images of a docker save / OCI archive (stdin or -i FILE) to the store
+    #[command(after_help = PUSH_EXAMPLES)]
     Push(PushArgs),
     /// Write an image from the store as an archive for docker load / podman load
+    #[command(after_help = PULL_EXAMPLES)]
     Pull(PullArgs),
     /// List the tags of a repository
-    Tags { name: String },
+    Tags {
+        /// Repository name, or s3://bucket/name
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Remove temporary objects and incomplete multipart uploads left by interrupted pushes
     Cleanup {
         /// Only what is older than this, so running pushes are left alone (e.g. 30m, 2h, 0s)
@@ -94,6 +144,8 @@ pub enum Command {
         /// Only report what would be removed
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Build an image from a clean git tree, tagged APP:{YYYYMMDD-HHMM}-{commit} (--push to push it)
     Build(BuildArgs),
@@ -102,6 +154,7 @@ pub enum Command {
     /// Give an image a semantic version: s3dock tag APP:TAG v1.2.0
     Tag(TagArgs),
     /// Point an environment at an image tag or version: s3dock promote APP:TAG ENV
+    #[command(after_help = PROMOTE_EXAMPLES)]
     Promote(PromoteArgs),
     /// Print the image an environment runs: APP:TAG
     Current(CurrentArgs),
@@ -122,6 +175,44 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+const PUSH_EXAMPLES: &str = "Examples:
+  docker save myapp:1.4 | s3dock push --store s3://my-bucket/images
+  s3dock push -i myapp.tar --compression zstd myapp:1.4
+  docker save myapp:1.4 | s3dock push s3://my-bucket/myapp:1.4 --sse aws:kms";
+
+const PULL_EXAMPLES: &str = "Examples:
+  s3dock pull --store s3://my-bucket/images myapp:1.4 | docker load
+  s3dock pull myapp production -o myapp.tar
+  s3dock pull myapp:1.4 --platform linux/arm64 --cache ~/.cache/s3dock | podman load";
+
+const PROMOTE_EXAMPLES: &str = "Examples:
+  s3dock promote myapp:20250721-2118-1a2b3c4 staging
+  s3dock promote myapp v1.2.0 production
+  s3dock promote myapp staging production   (what staging runs, to production)";
+
+impl Command {
+    /// The subcommand's store and transfer flags, for `settings` (None: it has none).
+    pub fn shared(&self) -> (Option<&StoreArgs>, Option<&TransferArgs>) {
+        match self {
+            Command::Push(a) => (Some(&a.store), Some(&a.transfer)),
+            Command::Pull(a) => (Some(&a.store), Some(&a.transfer)),
+            Command::Build(a) => (Some(&a.store), Some(&a.transfer)),
+            Command::Tags { store, .. } | Command::Cleanup { store, .. } => (Some(store), None),
+            Command::Tag(TagArgs { store, .. })
+            | Command::Promote(PromoteArgs { store, .. })
+            | Command::Current(CurrentArgs { store, .. })
+            | Command::List(ListArgs { store, .. })
+            | Command::History(HistoryArgs { store, .. }) => (Some(store), None),
+            Command::Config { command } => match command {
+                ConfigCommand::Init(a) => (Some(&a.store), Some(&a.transfer)),
+                ConfigCommand::Show(a) => (Some(&a.store), Some(&a.transfer)),
+                ConfigCommand::List => (None, None),
+            },
+            Command::Stamp(_) => (None, None),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +241,10 @@ pub struct PushArgs {
     /// Refuse to replace a tag that already exists
     #[arg(long)]
     pub no_clobber: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +271,10 @@ pub struct PullArgs {
     /// Write layers uncompressed (for Docker < 23 with zstd layers); spools each layer to a temp file
     #[arg(long)]
     pub decompress: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +317,10 @@ pub struct BuildArgs {
     /// Compression level [default: gzip 1, zstd 3]
     #[arg(long)]
     pub level: Option<i32>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +332,8 @@ pub struct TagArgs {
     /// Move the version if it already names another image (recorded)
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]
@@ -236,25 +341,34 @@ pub struct PromoteArgs {
     /// APP:TAG ENV, or APP TAG ENV (TAG: an image tag, a version, or another environment)
     #[arg(num_args = 2..=3, required = true, value_names = ["APP[:TAG]", "TAG|ENV"])]
     pub args: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct CurrentArgs {
+    /// App name
     pub app: String,
+    /// Environment, e.g. production
     pub env: String,
     /// Print APP:TAG@sha256:... (pullable by digest)
     #[arg(long)]
     pub digest: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
     /// App to show; all apps when absent
     pub app: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
+    /// App name
     pub app: String,
     /// Only events since this month (2025-07) or day (2025-07-21), UTC
     #[arg(long)]
@@ -265,6 +379,8 @@ pub struct HistoryArgs {
     /// At most N events
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]
@@ -328,7 +444,7 @@ pub enum ConfigCommand {
     /// Write a profile to the config file (interactively on a terminal, or from flags)
     Init(InitArgs),
     /// Print the effective settings and where each came from (secrets are never printed)
-    Show,
+    Show(ShowArgs),
     /// List the profiles in the config file
     List,
 }
@@ -347,4 +463,50 @@ pub struct InitArgs {
     /// Never prompt, even on a terminal
     #[arg(long)]
     pub no_input: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible argument of every command, at any depth, has a line of help.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if !a.is_hide_set()
+                    && a.get_help().is_none()
+                    && a.get_id() != "help"
+                    && a.get_id() != "version"
+                {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "s3dock", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        command().debug_assert();
+    }
 }

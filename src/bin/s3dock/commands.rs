@@ -40,6 +40,7 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
         Command::Cleanup {
             older_than,
             dry_run,
+            ..
         } => {
             let store = open(s).await?;
             let r = s3dock::registry::cleanup::cleanup(&store, older_than, dry_run).await?;
@@ -58,7 +59,7 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::Tags { name } => {
+        Command::Tags { name, .. } => {
             let (store_url, name) = split_store_ref(s, &name)?;
             let store = Registry::open(&s.store_config(store_url)?).await?;
             let r = Reference::parse(&name)?;

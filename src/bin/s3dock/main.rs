@@ -9,12 +9,12 @@ mod profiles;
 mod render;
 mod settings;
 
-use clap::{CommandFactory, FromArgMatches};
-use cli::{Cli, Command};
+use clap::FromArgMatches;
+use cli::{Cli, Command, StoreArgs, TransferArgs};
 use settings::{ArgSources, Settings};
 
 fn main() -> std::process::ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let sources = ArgSources::from_matches(&matches);
     let filter = match (cli.global.quiet, cli.global.verbose) {
@@ -38,7 +38,7 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     let code = rt.block_on(async {
         tokio::select! {
-            r = run(cli, sources) => match r {
+            r = run(cli, matches, sources) => match r {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("s3dock: error: {}", one_line(&e));
@@ -82,7 +82,7 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-async fn run(cli: Cli, sources: ArgSources) -> anyhow::Result<()> {
+async fn run(cli: Cli, matches: clap::ArgMatches, sources: ArgSources) -> anyhow::Result<()> {
     let (cmd_compression, cmd_builder) = match &cli.command {
         Command::Push(a) => (a.compression, None),
         Command::Build(a) => (a.compression, a.builder),
@@ -91,7 +91,24 @@ async fn run(cli: Cli, sources: ArgSources) -> anyhow::Result<()> {
     match cli.command {
         Command::Config { command } => settings::run(command, &cli.global, &sources),
         command => {
-            let s = Settings::resolve(&cli.global, &sources, cmd_compression, cmd_builder)?;
+            // A command without store flags still reads the hidden top-level ones
+            // (and their environment variables), e.g. for `stamp`.
+            let (st, tr) = match command.shared() {
+                (Some(st), tr) => (st.clone(), tr.cloned()),
+                (None, _) => (StoreArgs::from_arg_matches(&matches)?, None),
+            };
+            let tr = match tr {
+                Some(tr) => tr,
+                None => TransferArgs::from_arg_matches(&matches)?,
+            };
+            let s = Settings::resolve(
+                &cli.global,
+                &st,
+                &tr,
+                &sources,
+                cmd_compression,
+                cmd_builder,
+            )?;
             commands::run(&s, command).await
         }
     }

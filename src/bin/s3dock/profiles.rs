@@ -37,11 +37,12 @@ pub struct ConfigFile {
     pub profiles: BTreeMap<String, Profile>,
 }
 
-/// Where the config file is: `S3DOCK_CONFIG`, else `$XDG_CONFIG_HOME/s3dock/config.toml`,
+/// Where the config file is: `--config FILE` or `S3DOCK_CONFIG`, else `$XDG_CONFIG_HOME/s3dock/config.toml`,
 /// else `~/.config/s3dock/config.toml`.
-pub fn config_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("S3DOCK_CONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+/// `explicit` is `--config FILE` (clap reads `S3DOCK_CONFIG` into it).
+pub fn config_path(explicit: Option<&std::path::Path>) -> PathBuf {
+    if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
+        return p.to_path_buf();
     }
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
@@ -100,14 +101,19 @@ fn valid_profile_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-pub fn list(json: bool) -> Result<()> {
-    let path = config_path();
-    let Some(file) = load(&path)? else {
-        bail!(
-            "no config file at {}: create one with s3dock config init",
-            path.display()
-        );
-    };
+pub fn list(g: &Global) -> Result<()> {
+    let json = g.json;
+    let path = config_path(g.config.as_deref());
+    // No file is a valid state (every setting has a default), not an error.
+    let file = load(&path)?.unwrap_or_else(|| {
+        if !g.quiet {
+            eprintln!(
+                "no config file at {}: create one with s3dock config init",
+                path.display()
+            );
+        }
+        ConfigFile::default()
+    });
     let active = std::env::var("S3DOCK_PROFILE")
         .ok()
         .filter(|s| !s.is_empty())
@@ -148,9 +154,10 @@ pub fn redact_url(s: &str) -> String {
 }
 
 pub fn init(g: &Global, a: InitArgs) -> Result<()> {
-    let path = config_path();
+    let path = config_path(g.config.as_deref());
     let mut file = load(&path)?.unwrap_or_default();
-    let name = g.profile.clone().unwrap_or_else(|| "default".to_string());
+    let (st, tr) = (&a.store, &a.transfer);
+    let name = st.profile.clone().unwrap_or_else(|| "default".to_string());
     if !valid_profile_name(&name) {
         bail!("invalid profile name {name:?}: use letters, digits, '_' and '-'");
     }
@@ -161,17 +168,17 @@ pub fn init(g: &Global, a: InitArgs) -> Result<()> {
         );
     }
     let mut p = Profile {
-        store: g.store.clone(),
-        endpoint: g.endpoint.clone(),
-        region: g.region.clone(),
-        root_dir: g.root_dir.clone(),
-        path_style: g.path_style,
-        aws_profile: g.aws_profile.clone(),
+        store: st.store.clone(),
+        endpoint: st.endpoint.clone(),
+        region: st.region.clone(),
+        root_dir: st.root_dir.clone(),
+        path_style: st.path_style,
+        aws_profile: st.aws_profile.clone(),
         compression: a.compression.map(|c| c.name().to_string()),
-        jobs: g.jobs,
-        part_size: g.part_size.map(format_size),
+        jobs: tr.jobs,
+        part_size: tr.part_size.map(format_size),
         builder: a.builder.clone(),
-        actor: g.actor.clone(),
+        actor: st.actor.clone(),
     };
     let interactive = !a.no_input && std::io::stdin().is_terminal() && p.store.is_none();
     if interactive {

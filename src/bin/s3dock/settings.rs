@@ -9,7 +9,7 @@
 //! [`Settings::resolve`] is the one place that applies that precedence; every command
 //! and `config show` read its result.
 
-use crate::cli::{ConfigCommand, Global};
+use crate::cli::{ConfigCommand, Global, StoreArgs, TransferArgs};
 use crate::profiles::{config_path, init, list, load, redact_url, Profile};
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 pub const DEFAULT_JOBS: usize = 4;
 pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+pub const DEFAULT_RETRIES: u32 = 5;
 
 /// Where each global setting came from, as reported by clap.
 #[derive(Debug, Clone, Default)]
@@ -44,28 +45,22 @@ const SETTINGS: &[(&str, Option<&str>)] = &[
 ];
 
 impl ArgSources {
+    /// Read from the innermost subcommand's matches: clap copies the global flags
+    /// (and their hidden top-level spellings) there.
     pub fn from_matches(m: &ArgMatches) -> Self {
+        let mut leaf = m;
+        while let Some((_, sub)) = leaf.subcommand() {
+            leaf = sub;
+        }
         let mut out = BTreeMap::new();
         for id in SETTINGS
             .iter()
             .map(|(id, _)| *id)
             .chain(["profile", "compression", "builder"])
         {
-            if let Ok(Some(src)) = m.try_get_raw(id).map(|_| m.value_source(id)) {
+            if let Ok(Some(src)) = leaf.try_get_raw(id).map(|_| leaf.value_source(id)) {
                 out.insert(id, src);
             }
-        }
-        // Subcommand-level options (push --compression, build --builder).
-        let mut cur = m;
-        while let Some((_, sub)) = cur.subcommand() {
-            for id in ["compression", "builder"] {
-                if let Ok(Some(_)) = sub.try_get_raw(id) {
-                    if let Some(src) = sub.value_source(id) {
-                        out.insert(id, src);
-                    }
-                }
-            }
-            cur = sub;
         }
         ArgSources(out)
     }
@@ -92,12 +87,12 @@ pub struct Selected {
 /// Picks the profile (if any): `--profile`/`S3DOCK_PROFILE`, else the profile named
 /// `default`. With no config file, `--profile NAME` names the AWS profile instead
 /// (returned as the second value).
-fn select(g: &Global, sources: &ArgSources) -> Result<(Selected, Option<String>)> {
-    let path = config_path();
+fn select(g: &Global, st: &StoreArgs, sources: &ArgSources) -> Result<(Selected, Option<String>)> {
+    let path = config_path(g.config.as_deref());
     let file = load(&path)?;
     let by_flag = matches!(sources.0.get("profile"), Some(ValueSource::CommandLine));
     let mut aws_profile = None;
-    let (name, chosen_by) = match (&g.profile, &file) {
+    let (name, chosen_by) = match (&st.profile, &file) {
         (Some(n), Some(f)) => {
             if !f.profiles.contains_key(n) {
                 let names: Vec<&str> = f.profiles.keys().map(String::as_str).collect();
@@ -182,11 +177,13 @@ impl Settings {
     /// (flag or environment, as clap read them), for the commands that have them.
     pub fn resolve(
         g: &Global,
+        st: &StoreArgs,
+        tr: &TransferArgs,
         sources: &ArgSources,
         cmd_compression: Option<Compression>,
         cmd_builder: Option<Builder>,
     ) -> Result<Settings> {
-        let (config, aws_from_profile_flag) = select(g, sources)?;
+        let (config, aws_from_profile_flag) = select(g, st, sources)?;
         let p = config.profile.clone();
         let profile_src = format!("profile {}", config.name.as_deref().unwrap_or(""));
         // The value from the command line or environment, else the profile's, else none.
@@ -219,7 +216,7 @@ impl Settings {
             pick(
                 "store",
                 Some("S3DOCK_STORE"),
-                g.store.clone(),
+                st.store.clone(),
                 p.store.clone(),
             ),
             default_store(),
@@ -227,25 +224,25 @@ impl Settings {
         let endpoint = pick(
             "endpoint",
             Some("S3DOCK_ENDPOINT"),
-            g.endpoint.clone(),
+            st.endpoint.clone(),
             p.endpoint.clone(),
         );
         let region = pick(
             "region",
             Some("S3DOCK_REGION"),
-            g.region.clone(),
+            st.region.clone(),
             p.region.clone(),
         );
         let root_dir = pick(
             "root_dir",
             Some("S3DOCK_ROOT_DIR"),
-            g.root_dir.clone(),
+            st.root_dir.clone(),
             p.root_dir.clone(),
         );
         let path_style = pick(
             "path_style",
             None,
-            g.path_style.map(|b| b.to_string()),
+            st.path_style.map(|b| b.to_string()),
             p.path_style.map(|b| b.to_string()),
         );
         let path_style = Setting {
@@ -254,7 +251,7 @@ impl Settings {
                 .map_or(endpoint.value.is_some(), |v| v == "true"),
             source: path_style.source,
         };
-        let cli_aws = match (&g.aws_profile, aws_from_profile_flag) {
+        let cli_aws = match (&st.aws_profile, aws_from_profile_flag) {
             (Some(a), _)
                 if matches!(sources.0.get("aws_profile"), Some(ValueSource::CommandLine)) =>
             {
@@ -275,7 +272,7 @@ impl Settings {
         let jobs = pick(
             "jobs",
             Some("S3DOCK_JOBS"),
-            g.jobs.map(|j| j.to_string()),
+            tr.jobs.map(|j| j.to_string()),
             p.jobs.map(|j| j.to_string()),
         );
         let jobs = Setting {
@@ -285,7 +282,7 @@ impl Settings {
         let part_size = pick(
             "part_size",
             None,
-            g.part_size.map(|n| n.to_string()),
+            tr.part_size.map(|n| n.to_string()),
             p.part_size.clone(),
         );
         let part_size = Setting {
@@ -322,7 +319,7 @@ impl Settings {
         let actor = pick(
             "actor",
             Some("S3DOCK_ACTOR"),
-            g.actor.clone(),
+            st.actor.clone(),
             p.actor.clone(),
         );
         Ok(Settings {
@@ -338,11 +335,11 @@ impl Settings {
             compression,
             builder,
             actor,
-            sse: g.sse.clone(),
-            sse_kms_key_id: g.sse_kms_key_id.clone(),
-            storage_class: g.storage_class.clone(),
-            accelerate: g.accelerate,
-            retries: g.retries,
+            sse: st.sse.clone(),
+            sse_kms_key_id: st.sse_kms_key_id.clone(),
+            storage_class: st.storage_class.clone(),
+            accelerate: st.accelerate,
+            retries: tr.retries.unwrap_or(DEFAULT_RETRIES),
             quiet: g.quiet,
             json: g.json,
         })
@@ -423,8 +420,15 @@ pub fn default_store() -> String {
 pub fn run(cmd: ConfigCommand, g: &Global, sources: &ArgSources) -> Result<()> {
     match cmd {
         ConfigCommand::Init(a) => init(g, a),
-        ConfigCommand::Show => show(&Settings::resolve(g, sources, None, None)?),
-        ConfigCommand::List => list(g.json),
+        ConfigCommand::Show(a) => show(&Settings::resolve(
+            g,
+            &a.store,
+            &a.transfer,
+            sources,
+            None,
+            None,
+        )?),
+        ConfigCommand::List => list(g),
     }
 }
 
