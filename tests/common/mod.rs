@@ -2,6 +2,8 @@
 //! directory, and the S3 servers `scripts/s3-servers.sh` started (s3s-fs, moto).
 #![allow(dead_code)]
 
+pub mod iam;
+
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::Read;

@@ -210,6 +210,10 @@ impl Command {
                 ConfigCommand::Show(a) => (Some(&a.store), Some(&a.transfer)),
                 ConfigCommand::List => (None, None),
             },
+            Command::Rm(RmArgs { store, .. })
+            | Command::Prune(PruneArgs { store, .. })
+            | Command::Gc(GcArgs { store, .. }) => (Some(store), None),
+            Command::Verify(a) => (Some(&a.store), Some(&a.transfer)),
             Command::Stamp(_) => (None, None),
         }
     }
@@ -391,6 +395,9 @@ pub struct RmArgs {
     /// Delete a revision even while tags, versions or environments name it (its tags go too)
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+
 }
 
 #[derive(Args, Debug)]
@@ -412,6 +419,9 @@ pub struct PruneArgs {
     /// Also remove images that have a semantic version (and those versions)
     #[arg(long)]
     pub versions: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+
 }
 
 #[derive(Args, Debug)]
@@ -422,6 +432,9 @@ pub struct GcArgs {
     /// Only report what would be deleted
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+
 }
 
 #[derive(Args, Debug)]
@@ -437,6 +450,10 @@ pub struct VerifyArgs {
     /// Apply the safe fixes: drop dangling index entries, restore missing layer links of stored blobs
     #[arg(long)]
     pub repair: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 }
 
 #[derive(Subcommand, Debug)]
