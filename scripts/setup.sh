@@ -32,6 +32,8 @@ AWSCLI_SPEC='awscli>=1.29,<2'   # pip awscli v1: has s3api put-object --if-none-
 APT_PACKAGES=(
   # peers used by the tests
   skopeo umoci podman docker-registry busybox-static
+  # deploy tests: the traffic switch (each test runs its own nginx on 127.0.0.1)
+  nginx-light
   # podman's runtime bits (pulled as Depends too; listed so a missing one is noticed)
   conmon runc golang-github-containers-common uidmap
   # tools
@@ -71,22 +73,24 @@ else
   log "apt: all ${#APT_PACKAGES[@]} packages present"
 fi
 
-# ------------------------------------------- docker-registry system service
-# The Debian package ships a service that listens on :5000. We run our own
-# instances (scripts/registry.sh), so make sure the packaged one is not running.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  if systemctl is-active --quiet docker-registry.service 2>/dev/null \
-     || systemctl is-enabled --quiet docker-registry.service 2>/dev/null; then
-    log "docker-registry: stopping and disabling the packaged systemd service"
-    "${SUDO[@]}" systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+# ------------------------------------------- packaged system services
+# docker-registry listens on :5000 and nginx on :80 as packaged services. The tests run
+# their own instances (scripts/registry.sh, tests/deploy.rs), so make sure those are not running.
+for svc in docker-registry nginx; do
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    if systemctl is-active --quiet "$svc.service" 2>/dev/null \
+       || systemctl is-enabled --quiet "$svc.service" 2>/dev/null; then
+      log "$svc: stopping and disabling the packaged systemd service"
+      "${SUDO[@]}" systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+    fi
+  elif [ -x "/etc/init.d/$svc" ]; then
+    if "/etc/init.d/$svc" status >/dev/null 2>&1; then
+      log "$svc: stopping the packaged init.d service"
+      "${SUDO[@]}" "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+    fi
+    "${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
   fi
-elif [ -x /etc/init.d/docker-registry ]; then
-  if /etc/init.d/docker-registry status >/dev/null 2>&1; then
-    log "docker-registry: stopping the packaged init.d service"
-    "${SUDO[@]}" /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
-  fi
-  "${SUDO[@]}" update-rc.d docker-registry disable >/dev/null 2>&1 || true
-fi
+done
 
 # ---------------------------------------------------------------- s3s-fs
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod codec;
+pub mod deploy;
 pub mod lifecycle;
 pub mod model;
 pub mod registry;

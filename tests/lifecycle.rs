@@ -6,8 +6,8 @@
 mod common;
 mod interop_support;
 
-use common::*;
 use common::iam;
+use common::*;
 use interop_support::{need_registry, need_skopeo, skopeo_inspect, Registry};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -800,16 +800,22 @@ fn policy(role: &str, b: &str, p: &str) -> Value {
             st.push(serde_json::json!({"Effect": "Allow",
                 "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
                 "Resource": obj("*")}));
-            st.push(serde_json::json!({"Effect": "Allow", "Action": ["s3:DeleteObject"],
-                "Resource": [obj("s3dock/tmp/*"), obj("s3dock/gc/leases/*")]}));
+            st.push(
+                serde_json::json!({"Effect": "Allow", "Action": ["s3:DeleteObject"],
+                "Resource": [obj("s3dock/tmp/*"), obj("s3dock/gc/leases/*")]}),
+            );
         }
-        "promote" => st.push(serde_json::json!({"Effect": "Allow", "Action": ["s3:PutObject"],
+        "promote" => st.push(
+            serde_json::json!({"Effect": "Allow", "Action": ["s3:PutObject"],
             "Resource": [obj("s3dock/apps/*"), obj("s3dock/audit/*"),
-                         obj("docker/registry/v2/repositories/*/_manifests/tags/*")]})),
+                         obj("docker/registry/v2/repositories/*/_manifests/tags/*")]}),
+        ),
         "maintain" => {
-            st.push(serde_json::json!({"Effect": "Allow", "Action": ["s3:PutObject"],
+            st.push(
+                serde_json::json!({"Effect": "Allow", "Action": ["s3:PutObject"],
                 "Resource": [obj("s3dock/gc/sweeps/*"), obj("s3dock/audit/*"),
-                             obj("docker/registry/v2/repositories/*/_layers/*")]}));
+                             obj("docker/registry/v2/repositories/*/_layers/*")]}),
+            );
             st.push(serde_json::json!({"Effect": "Allow", "Action": ["s3:DeleteObject"], "Resource": obj("*")}));
         }
         _ => unreachable!(),
@@ -834,7 +840,14 @@ fn iam_roles_pull_push_promote_maintain_moto() {
     let run = |role: &str, args: &[&str]| -> Output {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_s3dock"));
         c.args(args)
-            .args(["--store", &store_url, "--endpoint", &iam.endpoint, "--retries", "1"])
+            .args([
+                "--store",
+                &store_url,
+                "--endpoint",
+                &iam.endpoint,
+                "--retries",
+                "1",
+            ])
             .env_remove("S3DOCK_STORE")
             .env("S3DOCK_ACTOR", "iam-test")
             .stdin(std::process::Stdio::null());
@@ -843,14 +856,24 @@ fn iam_roles_pull_push_promote_maintain_moto() {
     };
     let ok = |role: &str, args: &[&str]| -> Output {
         let o = run(role, args);
-        assert!(o.status.success(), "{role}: s3dock {args:?} failed: {}", stderr(&o));
+        assert!(
+            o.status.success(),
+            "{role}: s3dock {args:?} failed: {}",
+            stderr(&o)
+        );
         o
     };
     let denied = |role: &str, args: &[&str]| {
         let o = run(role, args);
         let err = stderr(&o);
-        assert!(!o.status.success(), "{role}: s3dock {args:?} should be denied");
-        let line = err.lines().find(|l| l.starts_with("s3dock: error: ")).unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            !o.status.success(),
+            "{role}: s3dock {args:?} should be denied"
+        );
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("s3dock: error: "))
+            .unwrap_or_else(|| panic!("{err}"));
         assert!(
             line.to_lowercase().contains("access denied") || line.contains("AccessDenied"),
             "{role}: s3dock {args:?}: not an access-denied error: {err}"
@@ -861,7 +884,11 @@ fn iam_roles_pull_push_promote_maintain_moto() {
     let a1 = archive(tmp.path(), "i1", &[(90, 8192)]);
     let a2 = archive(tmp.path(), "i2", &[(91, 8192)]);
     let a3 = archive(tmp.path(), "i3", &[(92, 8192)]);
-    let (a1, a2, a3) = (a1.to_str().unwrap(), a2.to_str().unwrap(), a3.to_str().unwrap());
+    let (a1, a2, a3) = (
+        a1.to_str().unwrap(),
+        a2.to_str().unwrap(),
+        a3.to_str().unwrap(),
+    );
     let out = tmp.path().join("o.tar");
     let out = out.to_str().unwrap();
 
@@ -879,18 +906,39 @@ fn iam_roles_pull_push_promote_maintain_moto() {
     denied("pull", &["gc", "--grace", "0s"]);
     // promote: versions and environments; cannot push blobs or delete.
     ok("promote", &["tag", &format!("{app}:one"), "v1.0.0"]);
-    ok("promote", &["promote", &format!("{app}:v1.0.0"), "production"]);
-    ok("pull", &["pull", "-q", &format!("{app}:production"), "-o", out]);
-    denied("promote", &["push", "-q", "-i", a3, &format!("{app}:three")]);
+    ok(
+        "promote",
+        &["promote", &format!("{app}:v1.0.0"), "production"],
+    );
+    ok(
+        "pull",
+        &["pull", "-q", &format!("{app}:production"), "-o", out],
+    );
+    denied(
+        "promote",
+        &["push", "-q", "-i", a3, &format!("{app}:three")],
+    );
     denied("promote", &["rm", &format!("{app}:two")]);
     // maintain: rm, prune, gc, verify --repair; cannot push.
     ok("maintain", &["rm", &format!("{app}:two")]);
-    ok("maintain", &["prune", app, "--keep-last", "0", "--older-than", "0s"]);
+    ok(
+        "maintain",
+        &["prune", app, "--keep-last", "0", "--older-than", "0s"],
+    );
     ok("maintain", &["gc", "--grace", "0s"]);
     ok("maintain", &["verify", "--repair"]);
-    denied("maintain", &["push", "-q", "-i", a3, &format!("{app}:three")]);
-    ok("pull", &["pull", "-q", &format!("{app}:production"), "-o", out]);
+    denied(
+        "maintain",
+        &["push", "-q", "-i", a3, &format!("{app}:three")],
+    );
+    ok(
+        "pull",
+        &["pull", "-q", &format!("{app}:production"), "-o", out],
+    );
     ok("pull", &["verify", "--deep"]);
     let tags = stdout(&ok("pull", &["tags", app]));
-    assert_eq!(tags.lines().collect::<BTreeSet<_>>(), ["one", "production", "v1.0.0"].into_iter().collect());
+    assert_eq!(
+        tags.lines().collect::<BTreeSet<_>>(),
+        ["one", "production", "v1.0.0"].into_iter().collect()
+    );
 }

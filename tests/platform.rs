@@ -81,3 +81,143 @@ fn pull_selects_the_platform_from_an_index() {
         "{err}"
     );
 }
+
+/// A `--platform` that does not match a single-platform image is an error on push (nothing
+/// tagged) and on pull (nothing written), naming the image's platform.
+#[test]
+fn platform_mismatch_of_a_single_image_is_an_error() {
+    for store in TestStore::all() {
+        let fx = fixture("docker-legacy.tar");
+        let err = store.fails(
+            &[
+                "push",
+                "-i",
+                fx.to_str().unwrap(),
+                "--platform",
+                "linux/arm64",
+                "one/app:1",
+            ],
+            None,
+        );
+        assert!(
+            err.contains("linux/amd64") && err.contains("not linux/arm64"),
+            "[{}] {err}",
+            store.kind
+        );
+        assert!(store.visible_tags().is_empty(), "[{}]", store.kind);
+        // Without a reference too (the archive's own names).
+        let err = store.fails(
+            &[
+                "push",
+                "-i",
+                fx.to_str().unwrap(),
+                "--platform",
+                "linux/arm64/v8",
+            ],
+            None,
+        );
+        assert!(err.contains("linux/amd64"), "[{}] {err}", store.kind);
+        assert!(store.visible_tags().is_empty(), "[{}]", store.kind);
+
+        store.push_json(
+            &[
+                "-i",
+                fx.to_str().unwrap(),
+                "--platform",
+                "linux/amd64",
+                "one/app:1",
+            ],
+            None,
+        );
+        let out = store.run(
+            &["pull", "-q", "one/app:1", "--platform", "linux/arm64"],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "[{}]", store.kind);
+        assert!(
+            err.contains("image one/app:1 is for platform linux/amd64, not linux/arm64"),
+            "[{}] {err}",
+            store.kind
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "[{}] pull wrote an archive",
+            store.kind
+        );
+        let ok = summarize_archive(&store.pull(&["one/app:1", "--platform", "linux/amd64"]));
+        assert_eq!(ok[0].repo_tags, vec!["one/app:1"]);
+    }
+}
+
+/// An OCI archive whose image is a one-platform index (linux/amd64): pushing another
+/// platform lists the ones present; the present one pushes.
+#[test]
+fn push_from_an_index_with_an_absent_platform_lists_the_present_ones() {
+    let files = tar_files(&std::fs::read(fixture("oci-archive.tar")).unwrap());
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let mut child = index["manifests"][0].clone();
+    child["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    child.as_object_mut().unwrap().remove("annotations");
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [child],
+    }))
+    .unwrap();
+    let hex = sha256_hex(&nested);
+    let top = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": format!("sha256:{hex}"), "size": nested.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    }))
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("index.tar");
+    let mut ar = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        ar.append_data(&mut h, name, data).unwrap();
+    };
+    for (name, data) in &files {
+        if name != "index.json" {
+            add(name, data);
+        }
+    }
+    add(&format!("blobs/sha256/{hex}"), &nested);
+    add("index.json", &top);
+    ar.into_inner().unwrap();
+
+    let store = TestStore::local();
+    let err = store.fails(
+        &[
+            "push",
+            "-i",
+            path.to_str().unwrap(),
+            "--platform",
+            "linux/arm64",
+            "idx/app:1",
+        ],
+        None,
+    );
+    assert!(
+        err.contains("no manifest for platform linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    assert!(store.visible_tags().is_empty());
+    store.push_json(
+        &[
+            "-i",
+            path.to_str().unwrap(),
+            "--platform",
+            "linux/amd64",
+            "idx/app:1",
+        ],
+        None,
+    );
+    assert_eq!(store.visible_tags(), vec!["idx/app:1"]);
+}

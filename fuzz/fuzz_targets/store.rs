@@ -149,7 +149,7 @@ async fn drive(root: &Path) {
             let opts = s3dock::transfer::pull::PullOptions {
                 format: s3dock::archive::Format::Docker,
                 tag: None,
-                platform: "linux/amd64".into(),
+                platform: Some("linux/amd64".into()),
                 cache: None,
                 decompress: false,
             };

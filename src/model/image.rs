@@ -37,6 +37,7 @@ pub struct Config {
     pub diff_ids: Vec<Digest>,
     pub os: String,
     pub architecture: String,
+    pub variant: Option<String>,
 }
 
 impl Config {
@@ -56,8 +57,35 @@ impl Config {
             diff_ids,
             os: cfg.os().to_string(),
             architecture: cfg.architecture().to_string(),
+            variant: cfg.variant().clone(),
             bytes,
         })
+    }
+
+    /// `os/arch[/variant]`, as `--platform` names it.
+    pub fn platform(&self) -> String {
+        let mut p = format!("{}/{}", self.os, self.architecture);
+        if let Some(v) = &self.variant {
+            p = format!("{p}/{v}");
+        }
+        p
+    }
+
+    /// An explicit `--platform` must name this single-platform image's platform (a variant
+    /// is compared only when both give one); `what` names the image in the error.
+    pub fn check_platform(&self, want: &str, what: &str) -> Result<()> {
+        let mut w = want.split('/');
+        let (os, arch, variant) = (w.next(), w.next(), w.next());
+        let same = os == Some(self.os.as_str())
+            && arch == Some(self.architecture.as_str())
+            && (variant.is_none() || self.variant.is_none() || variant == self.variant.as_deref());
+        if !same {
+            bail!(
+                "{what} is for platform {}, not {want}: drop --platform or name the image's platform",
+                self.platform()
+            );
+        }
+        Ok(())
     }
 }
 

@@ -51,6 +51,16 @@ impl Layout {
         self.v2("repositories/")
     }
 
+    /// `repositories/{repo}/`; a repository's own folders (`_manifests`, `_layers`,
+    /// `_uploads`) start with `_`, which no repository name component can.
+    pub fn repository_prefix(&self, repo: &str) -> String {
+        if repo.is_empty() {
+            self.repositories_prefix()
+        } else {
+            self.v2(&format!("repositories/{repo}/"))
+        }
+    }
+
     pub fn layer_link(&self, repo: &str, d: &Digest) -> String {
         self.v2(&format!(
             "repositories/{repo}/_layers/sha256/{}/link",

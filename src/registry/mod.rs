@@ -13,8 +13,8 @@ pub use upload::{BlobUpload, PendingUpload, UploadOutcome, Uploader};
 use crate::model::digest::Digest;
 use crate::model::text::excerpt;
 use crate::store::{
-    Found, FsDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver, StoreConfig,
-    StoreError,
+    Found, FsDriver, HttpDriver, Location, ObjectInfo, Precondition, S3Driver, StorageDriver,
+    StoreConfig, StoreError,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -63,6 +63,12 @@ impl Registry {
                     format!("s3://{bucket}/{prefix}"),
                 )
             }
+            // The URL's path is the store's root; keys join below it.
+            Location::Http(url) => (
+                Arc::new(HttpDriver::new(url, cfg.s3.max_attempts)?),
+                String::new(),
+                url.to_string(),
+            ),
         };
         let root = [prefix.as_str(), cfg.root_dir.as_deref().unwrap_or("")]
             .iter()
@@ -231,6 +237,32 @@ impl Registry {
 
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
         self.list_names(&self.layout.tags_prefix(repo)).await
+    }
+
+    /// Every repository with tags (`ghcr.io/acme/web`, `busybox`), sorted, at most
+    /// `limit`: a walk down the folders of the layout, one listing per folder.
+    pub async fn repositories(&self, limit: usize) -> Result<Vec<String>> {
+        let (mut out, mut todo) = (Vec::new(), vec![String::new()]);
+        while let Some(repo) = todo.pop() {
+            for name in self
+                .list_names(&self.layout.repository_prefix(&repo))
+                .await?
+            {
+                if name.starts_with('_') {
+                    if name == "_manifests" && !self.tags(&repo).await?.is_empty() {
+                        out.push(repo.clone());
+                    }
+                } else if repo.matches('/').count() < 16 && out.len() + todo.len() < limit {
+                    todo.push(if repo.is_empty() {
+                        name
+                    } else {
+                        format!("{repo}/{name}")
+                    });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// A JSON document's bytes (at most [`MAX_JSON_DOC`]), for callers that validate it.

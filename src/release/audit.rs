@@ -1,4 +1,5 @@
-//! The audit trail: one immutable JSON event per push, tag and promotion under
+//! The audit trail: one immutable JSON event per push, tag, promotion, rollback and
+//! host deploy under
 //! `s3dock/audit/{app}/{YYYYMM}/{YYYYMMDD-HHMMSS}-{event}-{githash}.json`, written
 //! with create-only conditional writes so no event ever overwrites another. Monthly
 //! folders keep `history --since` to a few listings.
@@ -51,7 +52,7 @@ pub fn local_actor() -> (String, &'static str) {
     (format!("{user}@{}", hostname()), "os user@host")
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -148,6 +149,26 @@ pub struct RemoveTarget {
     pub forced: bool,
 }
 
+/// A deploy on a host: what now serves (or failed to), where, and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployTarget {
+    pub env: String,
+    pub host: String,
+    pub image: String,
+    pub image_tag: String,
+    pub digest: Digest,
+    /// `blue` or `green`.
+    pub colour: String,
+    pub duration_secs: f64,
+}
+
+/// What served before a deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployPrevious {
+    pub digest: Digest,
+    pub colour: String,
+}
+
 /// An event's kind with its typed payload: `event` names the kind, `target` is what
 /// the event did, `previous` the state it replaced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,10 +186,30 @@ pub enum What {
         target: PromoteTarget,
         previous: Option<Box<EnvRecord>>,
     },
+    /// The environment pointer moved back to its previous generation's target.
+    Rollback {
+        target: PromoteTarget,
+        previous: Option<Box<EnvRecord>>,
+    },
+    Deploy {
+        target: DeployTarget,
+        previous: Option<DeployPrevious>,
+    },
+    /// The new colour never became healthy (or the switch failed): traffic stayed.
+    #[serde(rename = "deploy-failed")]
+    DeployFailed {
+        target: DeployTarget,
+        previous: Option<DeployPrevious>,
+        /// The health check's last answer or the failure, at most [`MAX_ERROR`] bytes.
+        error: String,
+    },
     Remove {
         target: RemoveTarget,
     },
 }
+
+/// The longest `error` a deploy-failed event keeps.
+pub const MAX_ERROR: usize = 480;
 
 /// The kinds of event s3dock writes, for `history --event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,14 +217,20 @@ pub enum EventKind {
     Push,
     Tag,
     Promote,
+    Rollback,
+    Deploy,
+    DeployFailed,
     Remove,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Push,
         EventKind::Tag,
         EventKind::Promote,
+        EventKind::Rollback,
+        EventKind::Deploy,
+        EventKind::DeployFailed,
         EventKind::Remove,
     ];
 
@@ -193,6 +240,9 @@ impl EventKind {
             EventKind::Tag => "tag",
             EventKind::Promote => "promote",
             EventKind::Remove => "remove",
+            EventKind::Rollback => "rollback",
+            EventKind::Deploy => "deploy",
+            EventKind::DeployFailed => "deploy-failed",
         }
     }
 }
@@ -218,6 +268,9 @@ impl What {
             What::Tag { .. } => EventKind::Tag,
             What::Promote { .. } => EventKind::Promote,
             What::Remove { .. } => EventKind::Remove,
+            What::Rollback { .. } => EventKind::Rollback,
+            What::Deploy { .. } => EventKind::Deploy,
+            What::DeployFailed { .. } => EventKind::DeployFailed,
         }
     }
 }
@@ -309,6 +362,10 @@ impl Event {
             What::Promote {
                 target: t,
                 previous,
+            }
+            | What::Rollback {
+                target: t,
+                previous,
             } => {
                 image(&t.image, &t.image_tag)?;
                 check(check_env_name(&t.env).is_ok(), "env", &t.env)?;
@@ -322,6 +379,32 @@ impl Event {
                 Some(tag) => image(&t.image, tag)?,
                 None => check(t.image == format!("{app}@{}", t.digest), "image", &t.image)?,
             },
+            What::Deploy {
+                target: t,
+                previous,
+            }
+            | What::DeployFailed {
+                target: t,
+                previous,
+                ..
+            } => {
+                image(&t.image, &t.image_tag)?;
+                check(check_env_name(&t.env).is_ok(), "env", &t.env)?;
+                check(is_text(&t.host), "host", &t.host)?;
+                let colour = |c: &str| check(matches!(c, "blue" | "green"), "colour", c);
+                colour(&t.colour)?;
+                if let Some(p) = previous {
+                    colour(&p.colour)?;
+                }
+                check(
+                    t.duration_secs.is_finite() && t.duration_secs >= 0.0,
+                    "duration_secs",
+                    &t.duration_secs.to_string(),
+                )?;
+                if let What::DeployFailed { error, .. } = &self.what {
+                    check(error.len() <= MAX_ERROR, "error", error)?;
+                }
+            }
         }
         Ok(())
     }
@@ -432,8 +515,10 @@ pub async fn history(
             continue;
         }
         for (key, stem) in access::event_keys(store, app, &m).await? {
-            let mut parts = stem.splitn(4, '-');
-            let (day, _, ev) = (parts.next(), parts.next(), parts.next());
+            // `{day}-{time}-{event}-{hash}`; an event name may itself hold a '-'.
+            let mut parts = stem.splitn(3, '-');
+            let (day, _, rest) = (parts.next(), parts.next(), parts.next());
+            let ev = rest.and_then(|r| r.rsplit_once('-')).map(|(ev, _)| ev);
             if event.is_some_and(|want| ev != Some(want.name())) {
                 continue;
             }
@@ -523,6 +608,6 @@ mod tests {
         assert_eq!(back.what, e.what);
         back.validate("x").unwrap();
         assert!(back.validate("y").is_err());
-        assert!("deploy".parse::<EventKind>().is_err());
+        assert!("deploy-done".parse::<EventKind>().is_err());
     }
 }

@@ -106,7 +106,8 @@ pub async fn save_and_push(
     show_progress: bool,
 ) -> Result<Vec<PushRecord>> {
     let bin = builder.bin();
-    let name = format!("{app}:{tag}");
+    let r = Reference::parse(&format!("{app}:{tag}"))?;
+    let name = r.to_string();
     let mut save = Command::new(bin);
     match builder {
         Builder::Docker => save.arg("save").arg(&name),
@@ -123,16 +124,7 @@ pub async fn save_and_push(
         .with_context(|| format!("cannot run {bin} save"))?;
     let out = child.stdout.take().context("no pipe from the builder")?;
     let stats = Arc::new(Stats::default());
-    let pushed = push(
-        &ctx.store,
-        out,
-        None,
-        Some(Reference::with_tag(app, tag)),
-        opts,
-        stats,
-        show_progress,
-    )
-    .await;
+    let pushed = push(&ctx.store, out, None, Some(r), opts, stats, show_progress).await;
     if pushed.is_err() {
         let _ = child.kill();
     }

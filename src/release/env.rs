@@ -4,7 +4,7 @@
 use super::access::{self, Malformed};
 use super::audit::{self, Event, PromoteTarget, What};
 use super::records::{
-    check_app_name, check_env_name, looks_like_version, EnvRecord, Kind, Target, TargetKind,
+    app_name, check_env_name, looks_like_version, EnvRecord, Kind, Target, TargetKind,
     VersionRecord, RECORD_SCHEMA,
 };
 use super::tag::short_digest;
@@ -40,7 +40,7 @@ pub(super) async fn env_names(
 /// Resolves `env` of `app` to an image: the version it names (as the version is now),
 /// or the image tag and the digest it had when promoted.
 pub async fn resolve_env(store: &Registry, app: &str, env: &str) -> Result<Resolved> {
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     let Some(rec) = read::<EnvRecord>(store, app, env).await? else {
         require_app(store, app).await?;
         let (envs, _) = env_names(store, app).await?;
@@ -126,7 +126,7 @@ pub struct Promoted {
 /// (whose current target is taken: staging → production).
 pub async fn promote(ctx: &Ctx, app: &str, name: &str, env: &str) -> Result<Promoted> {
     let store = &ctx.store;
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     check_env_name(env)?;
     require_app(store, app).await?;
     let (target, image_tag, digest) = match lookup(store, app, name).await? {
@@ -245,7 +245,7 @@ pub struct Current {
 }
 
 pub async fn current(store: &Registry, app: &str, env: &str) -> Result<Current> {
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     let resolved = resolve_env(store, app, env).await?;
     let mut repushed = None;
     if resolved.target.kind == TargetKind::Image {
@@ -259,7 +259,7 @@ pub async fn current(store: &Registry, app: &str, env: &str) -> Result<Current> 
 /// For `pull APP NAME`: an environment or version resolves to `app:image_tag@digest`,
 /// anything else is taken as a tag.
 pub async fn resolve_for_pull(store: &Registry, app: &str, name: &str) -> Result<Reference> {
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     match lookup(store, app, name).await? {
         Some(Named::Env(e)) => {
             let r = resolve_record(store, *e).await?;
@@ -284,4 +284,89 @@ pub async fn resolve_for_pull(store: &Registry, app: &str, name: &str) -> Result
             )
         }
     }
+}
+
+/// What `rollback` did to the environment pointer.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    /// The record now in place (a new generation holding the previous target).
+    pub now: EnvRecord,
+    /// The record it replaced.
+    pub from: EnvRecord,
+    pub event: String,
+}
+
+/// Moves `env` of `app` back to what it pointed at before its current generation, as
+/// a new generation (so generations stay in order) with a `rollback` event. The
+/// earlier target comes from the audit event that wrote the current generation.
+pub async fn rollback(ctx: &Ctx, app: &str, env: &str) -> Result<RolledBack> {
+    let store = &ctx.store;
+    let app = &app_name(app)?;
+    check_env_name(env)?;
+    let Some(cur) = read::<EnvRecord>(store, app, env).await? else {
+        resolve_env(store, app, env).await?; // the helpful "not found" error
+        bail!("environment {env} of {app} not found");
+    };
+    let h = audit::history(store, app, None, None).await?;
+    let before = h.events.iter().find_map(|e| match &e.what {
+        What::Promote { target, previous } | What::Rollback { target, previous }
+            if target.env == env && target.generation == cur.generation =>
+        {
+            Some(previous.clone())
+        }
+        _ => None,
+    });
+    let prev = match before {
+        Some(Some(p)) => *p,
+        Some(None) => bail!(
+            "environment {env} of {app} has no previous generation: generation {} was its first promotion",
+            cur.generation
+        ),
+        None => bail!(
+            "cannot roll back {app} {env}: the audit event of its generation {} is missing from the store (promote the earlier image again instead)",
+            cur.generation
+        ),
+    };
+    let gen = cur.generation;
+    let u = update_record::<EnvRecord>(store, app, env, |c| {
+        match c {
+            Some(c) if c.generation == gen => {}
+            _ => bail!("environment {env} of {app} changed while rolling back: run rollback again"),
+        }
+        Ok(Some(EnvRecord {
+            generation: gen + 1,
+            promoted_at: now(),
+            promoted_by: ctx.actor.name.clone(),
+            ..prev.clone()
+        }))
+    })
+    .await?;
+    let new = u
+        .written
+        .ok_or_else(|| anyhow!("environment {env} of {app} was not written"))?;
+    let what = What::Rollback {
+        target: PromoteTarget {
+            env: env.to_string(),
+            kind: new.target.kind,
+            name: new.target.name.clone(),
+            image: format!("{app}:{}", new.image_tag),
+            image_tag: new.image_tag.clone(),
+            digest: new.digest,
+            generation: new.generation,
+        },
+        previous: Some(Box::new(cur.clone())),
+    };
+    let ev = Event::new(
+        app,
+        &ctx.actor,
+        what,
+        commit_of(store, app, &new.image_tag).await,
+    );
+    let event = audit::record(store, &ev).await?;
+    materialise_env(store, app, env).await?;
+    Ok(RolledBack {
+        now: new,
+        from: cur,
+        event,
+    })
 }

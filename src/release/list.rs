@@ -5,7 +5,7 @@ use super::access::{self, or_skip, Malformed};
 use super::audit::{self, EventKind, History, Since};
 use super::env::{env_names, resolve_record, Resolved};
 use super::records::{
-    check_app_name, parse_version, stamp_commit, EnvRecord, ImageRecord, Kind, VersionRecord,
+    app_name, parse_version, stamp_commit, EnvRecord, ImageRecord, Kind, VersionRecord,
 };
 use super::require_app;
 use crate::model::digest::Digest;
@@ -56,7 +56,7 @@ pub struct AppListing {
 }
 
 pub async fn list_app(store: &Registry, app: &str) -> Result<AppListing> {
-    check_app_name(app)?;
+    let app = &app_name(app)?;
     require_app(store, app).await?;
     let (version_names, mut malformed) = access::record_names(store, Kind::Version, app).await?;
     let (env_list, bad) = env_names(store, app).await?;
@@ -186,6 +186,7 @@ pub async fn history(
     event: Option<EventKind>,
     limit: Option<usize>,
 ) -> Result<History> {
+    let app = &app_name(app)?;
     require_app(store, app).await?;
     let mut h = audit::history(store, app, since, event).await?;
     if let Some(n) = limit {

@@ -4,7 +4,7 @@
 
 use crate::model::digest::Digest;
 use crate::model::image::Layer;
-use crate::model::reference::{valid_tag, validate_name, Reference};
+use crate::model::reference::{valid_tag, Reference, ReferenceError};
 use crate::model::text::excerpt;
 use anyhow::{anyhow, bail, Result};
 use serde::de::DeserializeOwned;
@@ -274,15 +274,31 @@ impl Record for EnvRecord {
 
 // ---------------------------------------------------------------- names
 
-/// App names are repository names without a tag or digest.
-pub fn check_app_name(app: &str) -> Result<()> {
-    if app.contains(':') || app.contains('@') {
+/// An app name as typed (`web`, `ghcr.io/acme/web`, `localhost:5000/team/api`) or as
+/// stored → the store repository its images and records live under (see
+/// `model::reference`; a repository name maps to itself).
+pub fn app_name(app: &str) -> Result<String> {
+    let r = Reference::parse(app).map_err(|ReferenceError::Invalid(_, why)| {
+        anyhow!("invalid app name {}: {why}", excerpt(app.as_bytes()))
+    })?;
+    if r.tag.is_some() || r.digest.is_some() {
         bail!(
-            "invalid app name {}: name the app without a tag or digest (e.g. myapp)",
+            "invalid app name {}: name the app without a tag or digest (e.g. myapp or ghcr.io/acme/web)",
             excerpt(app.as_bytes())
         );
     }
-    validate_name(app)?;
+    Ok(r.name)
+}
+
+/// Whether `app` is a store repository an app's records can live under: one that
+/// [`app_name`] maps to itself.
+pub fn check_app_name(app: &str) -> Result<()> {
+    if app_name(app)? != app {
+        bail!(
+            "invalid app name {}: not a repository name",
+            excerpt(app.as_bytes())
+        );
+    }
     Ok(())
 }
 

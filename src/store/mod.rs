@@ -3,9 +3,11 @@
 //! above this module speaks in digests, repos and tags.
 
 pub(crate) mod fs;
+mod http;
 mod s3;
 
 pub use fs::FsDriver;
+pub use http::HttpDriver;
 pub use s3::S3Driver;
 
 use anyhow::{bail, Result};
@@ -225,11 +227,13 @@ pub struct S3Options {
     pub max_attempts: u32,
 }
 
-/// Where a store lives, parsed from `s3://bucket/prefix`, `file:///path` or a path.
+/// Where a store lives, parsed from `s3://bucket/prefix`, `file:///path`,
+/// `http(s)://host/prefix` (read-only) or a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     S3 { bucket: String, prefix: String },
     Dir(PathBuf),
+    Http(url::Url),
 }
 
 impl Location {
@@ -254,8 +258,16 @@ impl Location {
             }
             return Ok(Location::Dir(path.into()));
         }
+        if s.starts_with("http://") || s.starts_with("https://") {
+            let url =
+                url::Url::parse(s).map_err(|e| anyhow::anyhow!("invalid store URL {s:?}: {e}"))?;
+            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+                bail!("invalid store URL {s:?}: an http(s) store is a plain URL without query, fragment or user");
+            }
+            return Ok(Location::Http(url));
+        }
         if s.is_empty() || s.contains("://") {
-            bail!("invalid store URL {s:?}: use s3://bucket[/prefix], file:///path or a directory path");
+            bail!("invalid store URL {s:?}: use s3://bucket[/prefix], file:///path, https://host/prefix or a directory path");
         }
         Ok(Location::Dir(s.into()))
     }
@@ -292,7 +304,20 @@ mod tests {
             Location::parse("./store").unwrap(),
             Location::Dir("./store".into())
         );
-        for bad in ["s3://", "s3://UPPER", "http://x", "file://rel", ""] {
+        assert_eq!(
+            Location::parse("https://cdn.example.com/reg").unwrap(),
+            Location::Http("https://cdn.example.com/reg".parse().unwrap())
+        );
+        for bad in [
+            "s3://",
+            "s3://UPPER",
+            "ftp://x",
+            "file://rel",
+            "",
+            "http://",
+            "https://h/p?x=1",
+            "https://u:p@h/",
+        ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
     }

@@ -7,10 +7,10 @@ use crate::archive::{ArchiveEntryImage, ArchiveWriter, Format};
 use crate::codec::{Compression, DiffIdHasher};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{
-    self, build_manifest_as, layer_compression, our_digest, parse_document, select_platform,
-    Config, Document, Layer,
+    self, build_manifest_as, host_platform, layer_compression, our_digest, parse_document,
+    select_platform, Config, Document, Layer,
 };
-use crate::model::reference::Reference;
+use crate::model::reference::{familiar, Reference};
 use crate::registry::Registry;
 use crate::transfer::stats::{Progress, Stats};
 use anyhow::{anyhow, bail, Context, Result};
@@ -26,7 +26,9 @@ pub struct PullOptions {
     pub format: Format,
     /// `RepoTags` for the output instead of the pulled reference.
     pub tag: Option<Reference>,
-    pub platform: String,
+    /// `--platform`: picks from a multi-platform image (None: this host's) and must match
+    /// a single-platform one.
+    pub platform: Option<String>,
     /// Content-addressed cache of blobs already on this host.
     pub cache: Option<PathBuf>,
     /// Write layers as plain tars (needed for docker < 23 with zstd layers).
@@ -44,30 +46,26 @@ pub struct ResolvedImage {
 }
 
 /// Resolves a tag or digest to a verified manifest, config and layer list.
-pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<ResolvedImage> {
+/// `platform` picks from an index (None: this host's) and must match a single image.
+pub async fn resolve(
+    store: &Registry,
+    r: &Reference,
+    platform: Option<&str>,
+) -> Result<ResolvedImage> {
     let repo = &r.name;
     let digest = match (&r.digest, r.tag_or_latest()) {
         (Some(d), _) => *d,
         (None, Some(tag)) => match store.tag_target(repo, tag).await? {
             Some(d) => d,
-            None => {
-                let tags = store.tags(repo).await?;
-                if tags.is_empty() {
-                    bail!("image {repo} not found in store {}", store.display);
-                }
-                bail!(
-                    "tag {tag} of {repo} not found in store {} (tags: {})",
-                    store.display,
-                    tags.join(", ")
-                );
-            }
+            None => bail!("{}", not_found(store, r, tag).await?),
         },
         (None, None) => unreachable!("a reference has a tag or a digest"),
     };
     let (mut digest, mut bytes) = (digest, manifest_blob(store, repo, &digest).await?);
     let mut doc = parse_document(&bytes).with_context(|| format!("manifest {digest}"))?;
+    let single = matches!(doc, Document::Manifest(_));
     if let Document::Index(index) = &doc {
-        let child = select_platform(index, platform)?;
+        let child = select_platform(index, platform.unwrap_or(&host_platform()))?;
         digest = our_digest(child.digest())?;
         bytes = manifest_blob(store, repo, &digest).await?;
         check_size("manifest", &digest, child.size(), bytes.len())?;
@@ -96,6 +94,9 @@ pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<
         config_bytes.len(),
     )?;
     let config = Config::parse(config_bytes)?;
+    if let Some(p) = platform.filter(|_| single) {
+        config.check_platform(p, &format!("image {r}"))?;
+    }
     if config.diff_ids.len() != m.layers().len() {
         bail!(
             "manifest {digest} has {} layers but its config lists {} diff_ids",
@@ -124,6 +125,74 @@ pub async fn resolve(store: &Registry, r: &Reference, platform: &str) -> Result<
         config,
         layers,
     })
+}
+
+/// Repositories looked at for a `did you mean`; more are not listed.
+const NEARBY_REPOSITORIES: usize = 10_000;
+
+/// Why `r` (tag `tag`) is not in the store, naming the nearest tag or repository it holds:
+/// `image ghcr.io/acme/web:1.3 not found in store s3://b; did you mean ghcr.io/acme/web:1.2?`
+async fn not_found(store: &Registry, r: &Reference, tag: &str) -> Result<String> {
+    let closest = |want: &str, have: &[String]| -> Option<String> {
+        have.iter()
+            .map(|h| (strsim::normalized_levenshtein(want, h), h))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, h)| h.clone())
+    };
+    let head = format!(
+        "image {} not found in store {}",
+        Reference::with_tag(&r.name, tag),
+        store.display
+    );
+    // A store that cannot list (http) knows only that this tag is absent.
+    let Ok(tags) = store.tags(&r.name).await else {
+        return Ok(head);
+    };
+    if let Some(best) = closest(tag, &tags) {
+        let shown: Vec<&str> = tags.iter().take(20).map(String::as_str).collect();
+        let more = if tags.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        };
+        return Ok(format!(
+            "{head}; did you mean {}? (its tags: {}{more})",
+            Reference::with_tag(&r.name, &best),
+            shown.join(", ")
+        ));
+    }
+    // Another repository: the same name under another host or path comes first, then the
+    // closest spelling, if it is at least half right.
+    let want = familiar(&r.name);
+    let last = |n: &str| n.rsplit('/').next().unwrap_or_default().to_string();
+    let repos = store.repositories(NEARBY_REPOSITORIES).await?;
+    let best = repos
+        .iter()
+        .map(|repo| {
+            let name = familiar(repo);
+            let score = strsim::normalized_levenshtein(&want, &name);
+            ((last(&name) == last(&want), score), repo)
+        })
+        .filter(|((same_last, score), _)| *same_last || *score >= 0.5)
+        .max_by(|a, b| a.0 .0.cmp(&b.0 .0).then(a.0 .1.total_cmp(&b.0 .1)))
+        .map(|(_, repo)| repo.clone());
+    let Some(repo) = best else {
+        return Ok(if repos.is_empty() {
+            format!("{head}: the store holds no images")
+        } else {
+            format!("{head}, nor anything named like it (s3dock list shows what is there)")
+        });
+    };
+    let tags = store.tags(&repo).await?;
+    let tag = if tags.iter().any(|t| t == tag) {
+        tag.to_string()
+    } else {
+        closest(tag, &tags).unwrap_or_else(|| tag.to_string())
+    };
+    Ok(format!(
+        "{head}; did you mean {}?",
+        Reference::with_tag(&repo, &tag)
+    ))
 }
 
 /// Layers per manifest a pull accepts. Each layer costs a store request and a tar entry;
@@ -440,7 +509,7 @@ pub async fn pull<W: Write + Send + 'static>(
     stats: Arc<Stats>,
     show_progress: bool,
 ) -> Result<(PullReport, W)> {
-    let img = resolve(store, r, &opts.platform).await?;
+    let img = resolve(store, r, opts.platform.as_deref()).await?;
     let total: u64 = img.layers.iter().map(|l| l.size).sum();
     let progress = Progress::new(show_progress, Some(total), "pulling");
     // Small bounds: memory is the GETs in flight plus a few chunks, whatever the image size.
@@ -492,13 +561,13 @@ pub async fn pull<W: Write + Send + 'static>(
             .to_string(),
         )
     };
+    // As docker names them (`localhost:5000/team/api:1`), so `docker load` tags the
+    // image exactly as it was saved or as --tag says.
     let repo_tags = match (&opts.tag, r.tag_or_latest()) {
-        (Some(t), _) => vec![format!(
-            "{}:{}",
-            t.name,
-            t.tag_or_latest().unwrap_or("latest")
-        )],
-        (None, Some(tag)) => vec![format!("{}:{tag}", r.name)],
+        (Some(t), _) => {
+            vec![Reference::with_tag(&t.name, t.tag_or_latest().unwrap_or("latest")).to_string()]
+        }
+        (None, Some(tag)) => vec![Reference::with_tag(&r.name, tag).to_string()],
         (None, None) => vec![],
     };
     let entry = ArchiveEntryImage {

@@ -5,7 +5,7 @@
 use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
 use crate::codec::{copy_large, Compression};
 use crate::model::digest::{Digest, Hasher};
-use crate::model::image::{build_manifest, Config, Layer};
+use crate::model::image::{build_manifest, host_platform, Config, Layer};
 use crate::model::reference::Reference;
 use crate::registry::gclock::Lease;
 use crate::registry::{BlobUpload, PendingUpload, Registry, UploadOutcome, Uploader};
@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 pub struct PushOptions {
     pub compression: Compression,
     pub level: Option<i32>,
-    /// For archives holding a multi-platform index.
-    pub platform: String,
+    /// `--platform`: picks from an archive's multi-platform index (None: this host's) and
+    /// must match every image pushed.
+    pub platform: Option<String>,
     /// Use the store's diff_id index to skip compressing layers it already holds.
     pub use_index: bool,
     /// Continue multipart uploads that interrupted pushes left open.
@@ -339,7 +340,7 @@ async fn push_leased<R: Read + Send + 'static>(
         progress: Progress::new(show_progress, input_size, "reading archive"),
         pending: Vec::new(),
     };
-    let platform = opts.platform.clone();
+    let platform = opts.platform.clone().unwrap_or_else(host_platform);
     let (images, mut sink) = tokio::task::spawn_blocking(move || {
         let r = read_archive(input, &mut sink, &platform);
         (r, sink)
@@ -367,8 +368,16 @@ async fn push_leased<R: Read + Send + 'static>(
         return Err(e);
     }
     let images = images?;
+    let targets = targets(&images, reference.as_ref())?;
+    if let Some(p) = &opts.platform {
+        for (i, r) in &targets {
+            images[*i]
+                .config
+                .check_platform(p, &format!("image {r} in the archive"))?;
+        }
+    }
     let mut pushed = Vec::new();
-    for (i, r) in targets(&images, reference.as_ref())? {
+    for (i, r) in targets {
         let img = &images[i];
         pushed
             .push(commit_image(store, &img.config, &img.layers, img.manifest.as_ref(), &r).await?);

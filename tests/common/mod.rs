@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod iam;
+pub mod nginx;
 
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;

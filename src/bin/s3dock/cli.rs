@@ -170,6 +170,15 @@ pub enum Command {
     Gc(GcArgs),
     /// Check the store's integrity: exit 0 clean, 1 problems found, 2 could not check
     Verify(VerifyArgs),
+    /// Run an environment's image on this host, blue-green: health-checked, then given the traffic
+    #[command(after_help = DEPLOY_EXAMPLES)]
+    Deploy(DeployArgs),
+    /// Point an environment back at its previous generation and serve that on this host
+    Rollback(DeployArgs),
+    /// Watch an environment and deploy it on this host whenever it moves (SIGTERM stops it)
+    Agent(AgentArgs),
+    /// Show what this host serves for an environment: colour, digest, since when, last deploy
+    Status(StatusArgs),
     /// Manage configuration profiles
     Config {
         #[command(subcommand)]
@@ -186,6 +195,11 @@ const PULL_EXAMPLES: &str = "Examples:
   s3dock pull --store s3://my-bucket/images myapp:1.4 | docker load
   s3dock pull myapp production -o myapp.tar
   s3dock pull myapp:1.4 --platform linux/arm64 --cache ~/.cache/s3dock | podman load";
+
+const DEPLOY_EXAMPLES: &str = "Examples:
+  s3dock deploy --blue-green myapp production --port 80 --container-port 8080 --health /health
+  s3dock deploy myapp staging --switch hook --hook 'haproxy-set-backend $S3DOCK_ADDR' -- -e MODE=staging
+  s3dock agent myapp production --interval 30s --container-port 8080 --health /health";
 
 const PROMOTE_EXAMPLES: &str = "Examples:
   s3dock promote myapp:20250721-2118-1a2b3c4 staging
@@ -214,7 +228,10 @@ impl Command {
             | Command::Prune(PruneArgs { store, .. })
             | Command::Gc(GcArgs { store, .. }) => (Some(store), None),
             Command::Verify(a) => (Some(&a.store), Some(&a.transfer)),
-            Command::Stamp(_) => (None, None),
+            Command::Deploy(DeployArgs { store, .. })
+            | Command::Rollback(DeployArgs { store, .. })
+            | Command::Agent(AgentArgs { store, .. }) => (Some(store), None),
+            Command::Stamp(_) | Command::Status(_) => (None, None),
         }
     }
 }
@@ -377,7 +394,7 @@ pub struct HistoryArgs {
     /// Only events since this month (2025-07) or day (2025-07-21), UTC
     #[arg(long)]
     pub since: Option<String>,
-    /// Only this kind of event: push, tag, promote or remove
+    /// Only this kind of event: push, tag, promote, rollback, deploy, deploy-failed or remove
     #[arg(long)]
     pub event: Option<String>,
     /// At most N events
@@ -397,7 +414,6 @@ pub struct RmArgs {
     pub force: bool,
     #[command(flatten)]
     pub store: StoreArgs,
-
 }
 
 #[derive(Args, Debug)]
@@ -421,7 +437,6 @@ pub struct PruneArgs {
     pub versions: bool,
     #[command(flatten)]
     pub store: StoreArgs,
-
 }
 
 #[derive(Args, Debug)]
@@ -434,7 +449,6 @@ pub struct GcArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub store: StoreArgs,
-
 }
 
 #[derive(Args, Debug)]
@@ -526,4 +540,105 @@ mod tests {
     fn command_is_consistent() {
         command().debug_assert();
     }
+}
+
+/// Traffic switches `deploy` can drive.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchKind {
+    /// Write an nginx upstream file and reload nginx
+    Nginx,
+    /// Run --hook CMD with the new colour's address
+    Hook,
+}
+
+/// How an environment runs on this host (deploy, rollback, agent).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Host options")]
+pub struct HostArgs {
+    /// Container engine CLI: docker or podman
+    #[arg(long, default_value = "docker", value_parser = ["docker", "podman"], env = "S3DOCK_ENGINE")]
+    pub engine: String,
+    /// Directory of the host state files (APP-ENV.json)
+    #[arg(long, default_value = s3dock::deploy::state::STATE_DIR, env = "S3DOCK_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Public port on this host (where nginx listens); the switch is confirmed through it
+    #[arg(long, default_value_t = 80)]
+    pub port: u16,
+    /// Port the application listens on inside the container
+    #[arg(long, default_value_t = 80)]
+    pub container_port: u16,
+    /// Health check path: must answer 2xx before traffic moves
+    #[arg(long, default_value = "/")]
+    pub health: String,
+    /// How long the new colour gets to become healthy (e.g. 60s, 5m)
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub health_timeout: std::time::Duration,
+    /// How long the old colour keeps running after the switch, for requests in flight
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain: std::time::Duration,
+    /// Traffic switch: nginx (upstream file + reload) or hook (--hook CMD)
+    #[arg(long, value_enum, default_value = "nginx")]
+    pub switch: SwitchKind,
+    /// Command (sh -c) that moves traffic, with S3DOCK_ADDR=127.0.0.1:PORT, S3DOCK_PORT, S3DOCK_COLOUR, S3DOCK_APP, S3DOCK_ENV, S3DOCK_DIGEST set
+    #[arg(long)]
+    pub hook: Option<String>,
+    /// nginx upstream file to write [default: /etc/nginx/conf.d/s3dock-APP-ENV.conf]
+    #[arg(long)]
+    pub nginx_upstream: Option<PathBuf>,
+    /// Command that makes nginx read the upstream file
+    #[arg(long, default_value = "nginx -s reload")]
+    pub nginx_reload: String,
+    /// Directory of blobs already on this host (content-addressed), filled as blobs are pulled
+    #[arg(long, env = "S3DOCK_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// os/arch[/variant] to run [default: this host's]
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Extra `docker run` arguments, after `--` (e.g. -- -e KEY=VALUE --memory 512m)
+    #[arg(last = true)]
+    pub run_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// App name
+    pub app: String,
+    /// Environment, e.g. production
+    pub env: String,
+    /// Blue-green (the only strategy; accepted for clarity)
+    #[arg(long)]
+    pub blue_green: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// App name
+    pub app: String,
+    /// Environment, e.g. production
+    pub env: String,
+    /// How often to read the environment pointer (failures back off up to 10m)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    #[command(flatten)]
+    pub host: HostArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// App name
+    pub app: String,
+    /// Environment, e.g. production
+    pub env: String,
+    /// Container engine CLI: docker or podman
+    #[arg(long, default_value = "docker", value_parser = ["docker", "podman"], env = "S3DOCK_ENGINE")]
+    pub engine: String,
+    /// Directory of the host state files (APP-ENV.json)
+    #[arg(long, default_value = s3dock::deploy::state::STATE_DIR, env = "S3DOCK_STATE_DIR")]
+    pub state_dir: PathBuf,
 }

@@ -6,7 +6,6 @@ use crate::render;
 use crate::settings::Settings;
 use anyhow::{bail, Context, Result};
 use s3dock::archive::Writeback;
-use s3dock::model::image::host_platform;
 use s3dock::model::reference::Reference;
 use s3dock::registry::Registry;
 use s3dock::release::access::store_name;
@@ -14,7 +13,7 @@ use s3dock::release::audit::{parse_since, EventKind};
 use s3dock::release::builder::{self, BuildSpec};
 use s3dock::release::env::{self, resolve_for_pull};
 use s3dock::release::push::{check_push_target, record_push};
-use s3dock::release::records::{app_and_tag, check_app_name};
+use s3dock::release::records::{app_and_tag, app_name};
 use s3dock::release::{git, list, tag, Ctx};
 use s3dock::transfer::pull::{pull, PullOptions};
 use s3dock::transfer::push::{push, PushOptions};
@@ -108,13 +107,17 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
             lifecycle::run_gc(s, opts).await
         }
         Command::Verify(a) => lifecycle::run_verify(s, a).await,
+        Command::Deploy(a) => crate::deploy::run_deploy(s, a).await,
+        Command::Rollback(a) => crate::deploy::run_rollback(s, a).await,
+        Command::Agent(a) => crate::deploy::run_agent(s, a).await,
+        Command::Status(a) => crate::deploy::run_status(s, a),
         Command::Config { .. } => unreachable!("config commands need no resolved settings"),
     }
 }
 
 fn run_stamp(a: StampArgs) -> Result<()> {
     if let Some(app) = &a.app {
-        check_app_name(app)?;
+        app_name(app)?;
     }
     let tag = git::head(&a.context, a.allow_dirty)?.stamp()?;
     match &a.app {
@@ -125,7 +128,7 @@ fn run_stamp(a: StampArgs) -> Result<()> {
 }
 
 async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
-    check_app_name(&a.app)?;
+    app_name(&a.app)?;
     let builder = s.builder.value;
     let commit = git::head(&a.context, false)?;
     let tag = commit.stamp()?;
@@ -133,7 +136,7 @@ async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
     // Open the store first, so a bad store fails before a long build.
     let ctx = if a.push {
         let ctx = writer(s).await?;
-        check_push_target(&ctx.store, &Reference::with_tag(&a.app, &tag), false).await?;
+        check_push_target(&ctx.store, &Reference::parse(&reference)?, false).await?;
         Some(ctx)
     } else {
         None
@@ -152,7 +155,7 @@ async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
         let opts = PushOptions {
             compression: s.compression.value,
             level: a.level,
-            platform: a.platform.clone().unwrap_or_else(host_platform),
+            platform: a.platform.clone(),
             use_index: true,
             resume: true,
         };
@@ -193,7 +196,7 @@ async fn run_promote(s: &Settings, a: PromoteArgs) -> Result<()> {
 
 async fn run_history(s: &Settings, a: HistoryArgs) -> Result<()> {
     let store = open(s).await?;
-    check_app_name(&a.app)?;
+    app_name(&a.app)?;
     let since = a.since.as_deref().map(parse_since).transpose()?;
     let event = a
         .event
@@ -246,7 +249,7 @@ async fn run_push(s: &Settings, a: PushArgs) -> Result<()> {
     let opts = PushOptions {
         compression: s.compression.value,
         level: a.level,
-        platform: a.platform.unwrap_or_else(host_platform),
+        platform: a.platform,
         use_index: !a.no_index,
         resume: !a.no_resume,
     };
@@ -340,7 +343,7 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
     let opts = PullOptions {
         format: a.format,
         tag: a.tag.as_deref().map(Reference::parse).transpose()?,
-        platform: a.platform.unwrap_or_else(host_platform),
+        platform: a.platform,
         cache: a.cache,
         decompress: a.decompress,
     };

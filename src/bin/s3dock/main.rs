@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod deploy;
 mod lifecycle;
 mod profiles;
 mod render;
@@ -36,6 +37,8 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // The agent handles SIGTERM itself: it finishes a deploy in progress and exits 0.
+    let own_signals = matches!(cli.command, Command::Agent(_));
     let code = rt.block_on(async {
         tokio::select! {
             r = run(cli, matches, sources) => match r {
@@ -45,7 +48,7 @@ fn main() -> std::process::ExitCode {
                     lifecycle::exit_code(&e)
                 }
             },
-            (name, code) = interrupted() => {
+            (name, code) = interrupted(), if !own_signals => {
                 // The work future is dropped here; then clean up what it had in flight.
                 let n = s3dock::registry::inflight::abort_all().await;
                 eprintln!("s3dock: error: interrupted by {name}: aborted {n} upload(s) in flight; no tag was changed by the unfinished work");

@@ -295,7 +295,7 @@ fn describe(e: &Event) -> String {
                 .map(|p| format!(" (moved from {}:{})", e.app, p.image_tag))
                 .unwrap_or_default()
         ),
-        What::Promote { target, previous } => format!(
+        What::Promote { target, previous } | What::Rollback { target, previous } => format!(
             "{} → {}{} {}{}",
             target.env,
             if target.kind == TargetKind::Version {
@@ -316,6 +316,28 @@ fn describe(e: &Event) -> String {
             short_digest(&target.digest),
             if target.forced { " (forced)" } else { "" }
         ),
+        What::Deploy { target, previous }
+        | What::DeployFailed {
+            target, previous, ..
+        } => {
+            format!(
+                "{} on {}: {} {} as {} ({:.1}s){}{}",
+                target.env,
+                target.host,
+                target.image,
+                short_digest(&target.digest),
+                target.colour,
+                target.duration_secs,
+                previous
+                    .as_ref()
+                    .map(|p| format!(" (was {})", short_digest(&p.digest)))
+                    .unwrap_or_default(),
+                match &e.what {
+                    What::DeployFailed { error, .. } => format!(": {error}"),
+                    _ => String::new(),
+                }
+            )
+        }
     };
     let by = match &e.actor.aws {
         Some(arn) => format!("{} [{arn}]", e.actor.name),
