@@ -147,4 +147,29 @@ if grep -q '"HEAD": {"DEFAULT": "HeadBucket"}' "$moto_s3"; then
   log "moto: HeadBucket authorized as s3:ListBucket (patched $moto_s3)"
 fi
 
+# moto's IAM enforcement re-signs a request from its URL with the query string decoded, so
+# a signed ListObjectsV2 whose prefix holds "/" (sent as %2F) fails SignatureDoesNotMatch.
+# Sign the raw query string, as the client did (idempotent: applied once).
+moto_dir="$("$S3DOCK_VENV/bin/python" -c 'import moto, os; print(os.path.dirname(moto.__file__))')"
+if ! grep -q "raw_query" "$moto_dir/core/authorization.py"; then
+  "$S3DOCK_VENV/bin/python" - "$moto_dir" <<'PY'
+import sys
+d = sys.argv[1]
+p = d + "/core/responses.py"
+s = open(p).read()
+old = 'self.raw_path = urlparse(request.environ.get("RAW_URI")).path\n'
+assert old in s, "moto core/responses.py changed"
+s = s.replace(old, old + '            self.raw_query = urlparse(request.environ.get("RAW_URI")).query\n', 1)
+open(p, "w").write(s)
+p = d + "/core/authorization.py"
+s = open(p).read()
+old = '            if parsed_url.query:\n                path += "?" + parsed_url.query\n'
+assert old in s, "moto core/authorization.py changed"
+new = ('            query = getattr(self, "raw_query", None) or parsed_url.query\n'
+       '            if query:\n                path += "?" + query\n')
+open(p, "w").write(s.replace(old, new, 1))
+PY
+  log "moto: IAM signature check on the raw query string (patched $moto_dir/core)"
+fi
+
 log "done in $((SECONDS - t0))s"

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod codec;
 pub mod deploy;
+pub mod lifecycle;
 pub mod model;
 pub mod registry;
 pub mod release;

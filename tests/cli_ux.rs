@@ -250,7 +250,7 @@ fn config_file_flag_and_profiles_hold_every_setting() {
     ])
     .args([
         "--store",
-        "s3://b/p",
+        "s3://bkt/p",
         "--sse",
         "aws:kms",
         "--sse-kms-key-id",

@@ -126,6 +126,66 @@ impl Layout {
         self.join("")
     }
 
+    // --- Garbage collection (see `registry::gclock`). ---
+
+    /// Written first by a `gc` run and removed when it is done: pushes wait while one
+    /// is fresh. One per run, so one gc finishing never uncovers another's sweep.
+    pub fn gc_sweep(&self, id: &str) -> String {
+        self.join(&format!("s3dock/gc/sweeps/{id}"))
+    }
+
+    pub fn gc_sweeps_prefix(&self) -> String {
+        self.join("s3dock/gc/sweeps/")
+    }
+
+    /// One lease per running push, written before it looks at any blob.
+    pub fn gc_lease(&self, id: &str) -> String {
+        self.join(&format!("s3dock/gc/leases/{id}"))
+    }
+
+    pub fn gc_leases_prefix(&self) -> String {
+        self.join("s3dock/gc/leases/")
+    }
+
+    pub fn diffid_index_prefix(&self) -> String {
+        self.join("s3dock/index/diffid/")
+    }
+
+    /// What a key under [`Layout::repositories_prefix`] is.
+    pub fn repo_key(&self, key: &str) -> Option<RepoKey> {
+        let rest = key.strip_prefix(&self.repositories_prefix())?;
+        let digest_link = |s: &str| -> Option<Digest> {
+            Digest::from_hex(s.strip_prefix("sha256/")?.strip_suffix("/link")?).ok()
+        };
+        if let Some((repo, tail)) = rest.split_once("/_layers/") {
+            return Some(RepoKey::Layer(repo.to_string(), digest_link(tail)?));
+        }
+        let (repo, tail) = rest.split_once("/_manifests/")?;
+        let repo = repo.to_string();
+        if let Some(t) = tail.strip_prefix("revisions/") {
+            return Some(RepoKey::Revision(repo, digest_link(t)?));
+        }
+        let t = tail.strip_prefix("tags/")?;
+        let (tag, link) = t.split_once('/')?;
+        let tag = tag.to_string();
+        if link == "current/link" {
+            return Some(RepoKey::TagCurrent(repo, tag));
+        }
+        Some(RepoKey::TagIndex(
+            repo,
+            tag,
+            digest_link(link.strip_prefix("index/")?)?,
+        ))
+    }
+
+    /// Inverse of [`Layout::diffid_index`]: (diff_id, compression name).
+    pub fn diffid_of_index_key(&self, key: &str) -> Option<(Digest, String)> {
+        let rest = key.strip_prefix(&self.diffid_index_prefix())?;
+        let (hex, file) = rest.split_once('/')?;
+        let c = file.strip_suffix(".json")?;
+        Some((Digest::from_hex(hex).ok()?, c.to_string()))
+    }
+
     // --- Release records (issue 6): one JSON document per object, all under `s3dock/`. ---
 
     /// Every app's records: `s3dock/apps/{app}/...` (the app is a repository path).
@@ -191,6 +251,20 @@ impl Layout {
     }
 }
 
+/// A key of the registry's repositories folder, by what it is (the digest is the one
+/// the key names; a link's content may differ, which `verify` reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoKey {
+    /// `{repo}/_layers/sha256/{hex}/link`
+    Layer(String, Digest),
+    /// `{repo}/_manifests/revisions/sha256/{hex}/link`
+    Revision(String, Digest),
+    /// `{repo}/_manifests/tags/{tag}/current/link`
+    TagCurrent(String, String),
+    /// `{repo}/_manifests/tags/{tag}/index/sha256/{hex}/link`
+    TagIndex(String, String, Digest),
+}
+
 /// A link file body: the digest string, 71 bytes, no newline (the registry rejects one).
 pub fn link_body(d: &Digest) -> Vec<u8> {
     d.to_string().into_bytes()
@@ -215,6 +289,27 @@ mod tests {
             "registry/docker/registry/v2/repositories/team/app/_manifests/tags/v1.0/current/link"
         );
         assert_eq!(link_body(&d).len(), 71);
+        for (key, what) in [
+            (
+                l.layer_link("team/app", &d),
+                RepoKey::Layer("team/app".into(), d),
+            ),
+            (l.revision_link("a", &d), RepoKey::Revision("a".into(), d)),
+            (
+                l.tag_current("a", "v1"),
+                RepoKey::TagCurrent("a".into(), "v1".into()),
+            ),
+            (
+                l.tag_index("a", "v1", &d),
+                RepoKey::TagIndex("a".into(), "v1".into(), d),
+            ),
+        ] {
+            assert_eq!(l.repo_key(&key), Some(what));
+        }
+        assert_eq!(
+            l.diffid_of_index_key(&l.diffid_index(&d, "zstd")),
+            Some((d, "zstd".to_string()))
+        );
         assert_eq!(
             l.audit_event("team/app", "20250721-211800-promote-f7a5a27"),
             "registry/s3dock/audit/team/app/202507/20250721-211800-promote-f7a5a27.json"

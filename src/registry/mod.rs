@@ -3,6 +3,7 @@
 
 pub mod cas;
 pub mod cleanup;
+pub mod gclock;
 pub mod inflight;
 pub mod layout;
 mod upload;
@@ -121,6 +122,19 @@ impl Registry {
     /// The "directory" names directly under `prefix`.
     pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self.driver.list_dirs(prefix).await?)
+    }
+
+    /// Deletes `key`; a key that is already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.driver.delete(key).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a small object as it is (lease and sweep marker bodies).
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<()> {
+        Ok(self.driver.put(key, data, Precondition::None).await?)
     }
 
     pub async fn blob_size(&self, d: &Digest) -> Result<Option<u64>> {

@@ -136,6 +136,19 @@ pub struct PromoteTarget {
     pub generation: u64,
 }
 
+/// A removal (`rm`, `prune`): a tag, a version, or a manifest revision by digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoveTarget {
+    /// `app:tag`, or `app@digest` for a revision.
+    pub image: String,
+    /// The tag removed; None for a revision.
+    pub tag: Option<String>,
+    pub digest: Digest,
+    /// Removed although a tag, version or environment still pointed at it.
+    #[serde(default)]
+    pub forced: bool,
+}
+
 /// A deploy on a host: what now serves (or failed to), where, and how long it took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployTarget {
@@ -190,6 +203,9 @@ pub enum What {
         /// The health check's last answer or the failure, at most [`MAX_ERROR`] bytes.
         error: String,
     },
+    Remove {
+        target: RemoveTarget,
+    },
 }
 
 /// The longest `error` a deploy-failed event keeps.
@@ -204,16 +220,18 @@ pub enum EventKind {
     Rollback,
     Deploy,
     DeployFailed,
+    Remove,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Push,
         EventKind::Tag,
         EventKind::Promote,
         EventKind::Rollback,
         EventKind::Deploy,
         EventKind::DeployFailed,
+        EventKind::Remove,
     ];
 
     pub fn name(self) -> &'static str {
@@ -221,6 +239,7 @@ impl EventKind {
             EventKind::Push => "push",
             EventKind::Tag => "tag",
             EventKind::Promote => "promote",
+            EventKind::Remove => "remove",
             EventKind::Rollback => "rollback",
             EventKind::Deploy => "deploy",
             EventKind::DeployFailed => "deploy-failed",
@@ -248,6 +267,7 @@ impl What {
             What::Push { .. } => EventKind::Push,
             What::Tag { .. } => EventKind::Tag,
             What::Promote { .. } => EventKind::Promote,
+            What::Remove { .. } => EventKind::Remove,
             What::Rollback { .. } => EventKind::Rollback,
             What::Deploy { .. } => EventKind::Deploy,
             What::DeployFailed { .. } => EventKind::DeployFailed,
@@ -355,6 +375,10 @@ impl Event {
                     p.validate(app, &t.env)?;
                 }
             }
+            What::Remove { target: t } => match &t.tag {
+                Some(tag) => image(&t.image, tag)?,
+                None => check(t.image == format!("{app}@{}", t.digest), "image", &t.image)?,
+            },
             What::Deploy {
                 target: t,
                 previous,
@@ -491,11 +515,17 @@ pub async fn history(
             continue;
         }
         for (key, stem) in access::event_keys(store, app, &m).await? {
-            // `{day}-{time}-{event}-{hash}`; an event name may itself hold a '-'.
+            // `{day}-{time}-{event}-{hash}[-N]`; an event name may itself hold a '-'
+            // (`deploy-failed`), so it is matched against the known names, longest first.
             let mut parts = stem.splitn(3, '-');
             let (day, _, rest) = (parts.next(), parts.next(), parts.next());
-            let ev = rest.and_then(|r| r.rsplit_once('-')).map(|(ev, _)| ev);
-            if event.is_some_and(|want| ev != Some(want.name())) {
+            let ev = rest.and_then(|r| {
+                EventKind::ALL
+                    .into_iter()
+                    .filter(|k| r.strip_prefix(k.name()).is_some_and(|t| t.starts_with('-')))
+                    .max_by_key(|k| k.name().len())
+            });
+            if event.is_some_and(|want| ev != Some(want)) {
                 continue;
             }
             if let (Some(s), Some(d)) = (since.and_then(|s| s.day.as_deref()), day) {

@@ -7,6 +7,7 @@ use crate::codec::{copy_large, Compression};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{build_manifest, host_platform, Config, Layer};
 use crate::model::reference::Reference;
+use crate::registry::gclock::Lease;
 use crate::registry::{BlobUpload, PendingUpload, Registry, UploadOutcome, Uploader};
 use crate::transfer::ingest;
 use crate::transfer::stats::{Progress, Stats};
@@ -297,8 +298,34 @@ fn targets(
 /// What is read of the input after the archive's end marker, at most.
 const TRAILER_MAX: u64 = 1 << 20;
 
-/// Pushes every image of the archive read from `input` (or the one `reference` names).
+/// Pushes every image of the archive read from `input` (or the one `reference` names),
+/// holding a gc lease throughout (see `registry::gclock`): it is taken before any blob
+/// is looked at and given up on success and on failure.
 pub async fn push<R: Read + Send + 'static>(
+    store: &Registry,
+    input: R,
+    input_size: Option<u64>,
+    reference: Option<Reference>,
+    opts: PushOptions,
+    stats: Arc<Stats>,
+    show_progress: bool,
+) -> Result<Vec<PushedImage>> {
+    let lease = Lease::acquire(store).await?;
+    let r = push_leased(
+        store,
+        input,
+        input_size,
+        reference,
+        opts,
+        stats,
+        show_progress,
+    )
+    .await;
+    lease.release().await;
+    r
+}
+
+async fn push_leased<R: Read + Send + 'static>(
     store: &Registry,
     input: R,
     input_size: Option<u64>,
@@ -443,6 +470,17 @@ pub async fn commit_image(
         store.link_layer(repo, d).await?;
     }
     store.link_revision(repo, &md).await?;
+    // Last check before the commit point: every blob the tag will need is still there
+    // (gc cannot remove one while our lease is held; this catches a lease that lapsed).
+    for d in layers
+        .iter()
+        .map(|l| &l.digest)
+        .chain([&config.digest, &md])
+    {
+        if store.blob_size(d).await?.is_none() {
+            bail!("blob {d} vanished from the store before {r} was tagged (was gc run with a clock far off?); push again");
+        }
+    }
     let tag = r.tag_or_latest().expect("push references carry a tag");
     let previous = store.set_tag(repo, tag, &md).await?.filter(|p| *p != md);
     Ok(PushedImage {

@@ -184,6 +184,14 @@ pub enum Command {
     List(ListArgs),
     /// Show an app's audit trail, newest first
     History(HistoryArgs),
+    /// Untag images (APP:TAG) or delete manifest revisions (APP@sha256:...); blobs go with gc
+    Rm(RmArgs),
+    /// Remove an app's build tags beyond the newest N and older than an age (never what an environment runs)
+    Prune(PruneArgs),
+    /// Delete blobs, layer links and index entries nothing references (safe while pushes run)
+    Gc(GcArgs),
+    /// Check the store's integrity: exit 0 clean, 1 problems found, 2 could not check
+    Verify(VerifyArgs),
     /// Run an environment's image on this host, blue-green: health-checked, then given the traffic
     #[command(after_help = DEPLOY_EXAMPLES)]
     Deploy(DeployArgs),
@@ -198,7 +206,7 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Print a shell completion script: s3dock completions bash > ~/.local/share/bash-completion/completions/s3dock
+    /// Print a shell completion script (bash, zsh, fish)
     Completions {
         /// Shell to complete for
         shell: clap_complete::Shell,
@@ -249,6 +257,10 @@ impl Command {
                 ConfigCommand::Show(a) => (Some(&a.store), Some(&a.transfer)),
                 ConfigCommand::List => (None, None),
             },
+            Command::Rm(RmArgs { store, .. })
+            | Command::Prune(PruneArgs { store, .. })
+            | Command::Gc(GcArgs { store, .. }) => (Some(store), None),
+            Command::Verify(a) => (Some(&a.store), Some(&a.transfer)),
             Command::Deploy(DeployArgs { store, .. })
             | Command::Rollback(DeployArgs { store, .. })
             | Command::Agent(AgentArgs { store, .. }) => (Some(store), None),
@@ -426,6 +438,72 @@ pub struct HistoryArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// APP:TAG to untag (image tag or version), or APP@sha256:DIGEST to delete a revision
+    #[arg(required = true)]
+    pub refs: Vec<String>,
+    /// Delete a revision even while tags, versions or environments name it (its tags go too)
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// App whose build tags to prune
+    pub app: Option<String>,
+    /// Every app in the store
+    #[arg(long)]
+    pub all_apps: bool,
+    /// Always keep the newest N image tags
+    #[arg(long)]
+    pub keep_last: usize,
+    /// Only remove image tags pushed longer ago than this, e.g. 30d, 12h, 0s
+    #[arg(long, value_parser = parse_duration)]
+    pub older_than: std::time::Duration,
+    /// Only print what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove images that have a semantic version (and those versions)
+    #[arg(long)]
+    pub versions: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Only delete what was last written longer ago than this (e.g. 1h, 30m, 0s)
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub grace: std::time::Duration,
+    /// Only report what would be deleted
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// APP:TAG or APP@sha256:DIGEST to check; the whole store when absent
+    pub refs: Vec<String>,
+    /// The whole store (the default without references)
+    #[arg(long, conflicts_with = "refs")]
+    pub all: bool,
+    /// Also re-hash every blob and each layer's diff_id (reads every byte)
+    #[arg(long)]
+    pub deep: bool,
+    /// Apply the safe fixes: drop dangling index entries, restore missing layer links of stored blobs
+    #[arg(long)]
+    pub repair: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,7 @@
 //! What each command does: open the store, run the library operation, render.
 
 use crate::cli::{BuildArgs, Command, HistoryArgs, PromoteArgs, PullArgs, PushArgs, StampArgs};
+use crate::lifecycle;
 use crate::render;
 use crate::settings::Settings;
 use anyhow::{bail, Context, Result};
@@ -96,6 +97,16 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
             Ok(())
         }
         Command::History(a) => run_history(s, a).await,
+        Command::Rm(a) => lifecycle::run_rm(s, &a.refs, a.force).await,
+        Command::Prune(a) => lifecycle::run_prune(s, a).await,
+        Command::Gc(a) => {
+            let opts = s3dock::lifecycle::gc::GcOptions {
+                grace: a.grace,
+                dry_run: a.dry_run,
+            };
+            lifecycle::run_gc(s, opts).await
+        }
+        Command::Verify(a) => lifecycle::run_verify(s, a).await,
         Command::Deploy(a) => crate::deploy::run_deploy(s, a).await,
         Command::Rollback(a) => crate::deploy::run_rollback(s, a).await,
         Command::Agent(a) => crate::deploy::run_agent(s, a).await,

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod deploy;
 mod errors;
+mod lifecycle;
 mod profiles;
 mod render;
 mod settings;
@@ -53,7 +54,7 @@ fn main() -> std::process::ExitCode {
                     if let Some(d) = errors::detail(&e).filter(|_| verbose > 0) {
                         eprintln!("s3dock: detail: {d}");
                     }
-                    1
+                    lifecycle::exit_code(&e)
                 }
             },
             (name, code) = interrupted(), if !own_signals => {

@@ -339,6 +339,12 @@ fn describe(e: &Event) -> String {
                 .map(|p| format!(" (was {})", p.target.name))
                 .unwrap_or_default()
         ),
+        What::Remove { target } => format!(
+            "{} {}{}",
+            target.image,
+            short_digest(&target.digest),
+            if target.forced { " (forced)" } else { "" }
+        ),
         What::Deploy { target, previous }
         | What::DeployFailed {
             target, previous, ..
