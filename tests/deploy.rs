@@ -7,10 +7,11 @@
 mod common;
 mod interop_support;
 
+use common::nginx::Nginx;
 use common::*;
 use interop_support::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,74 +23,39 @@ fn need_peers() -> bool {
     need_docker() && need_busybox() && require("nginx (nginx-light)", have_command("nginx"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// nginx in front of the app's colours; `deploy` rewrites its upstream file.
+struct Proxy(Nginx);
 
-/// An nginx of the test's own: config, pid file, logs and upstream file in a temp dir.
-struct Nginx {
-    dir: tempfile::TempDir,
-    child: Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(app: &str) -> Nginx {
+impl Proxy {
+    fn start(app: &str) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        let port = free_port();
         let upstream = format!("{app}_{ENV}");
         // Until the first deploy the upstream is a closed port (nginx answers 502).
+        let file = dir.path().join("upstream.conf");
         std::fs::write(
-            dir.path().join("upstream.conf"),
+            &file,
             format!("upstream {upstream} {{ server 127.0.0.1:1; }}\n"),
         )
         .unwrap();
-        std::fs::write(
-            dir.path().join("nginx.conf"),
-            format!(
-                "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-                 events {{ worker_connections 512; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 include {d}/upstream.conf;\n\
-                 server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://{upstream}; }} }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .args([
-                "-c",
-                &format!("{d}/nginx.conf"),
-                "-p",
-                &d,
-                "-g",
-                "daemon off;",
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let n = Nginx { dir, child, port };
-        wait_for(&format!("nginx on 127.0.0.1:{port}"), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        n
+        let include = format!("include {};", file.display());
+        let body = format!("location / {{ proxy_pass http://{upstream}; }}");
+        Proxy(Nginx::start_in(dir, &include, "", &body).expect("nginx"))
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port
     }
 
     fn conf(&self) -> String {
-        self.dir.path().join("nginx.conf").display().to_string()
+        self.0.path("nginx.conf").display().to_string()
     }
 
     /// The switch flags for s3dock.
     fn args(&self) -> Vec<String> {
-        let d = self.dir.path().display();
+        let d = self.0.dir.path().display();
         vec![
             "--port".into(),
-            self.port.to_string(),
+            self.port().to_string(),
             "--switch".into(),
             "nginx".into(),
             "--nginx-upstream".into(),
@@ -101,17 +67,7 @@ impl Nginx {
 
     /// The public port's page: Ok(body) on 200, Err(what) otherwise.
     fn get(&self) -> Result<String, String> {
-        http_get(self.port, "/")
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT: graceful stop of master and workers.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        if self.child.wait().is_err() {
-            let _ = self.child.kill();
-        }
+        http_get(self.port(), "/")
     }
 }
 
@@ -148,7 +104,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 struct World {
     app: String,
     store: TestStore,
-    nginx: Nginx,
+    nginx: Proxy,
     state: tempfile::TempDir,
     images: DockerImages,
 }
@@ -184,7 +140,7 @@ impl World {
             // Gone from the engine: deploy must load it from the store.
             docker_rmi(&tag);
         }
-        let nginx = Nginx::start(&app);
+        let nginx = Proxy::start(&app);
         World {
             app,
             store,
@@ -392,7 +348,7 @@ fn blue_green_deploy_zero_downtime_unhealthy_and_rollback() {
     // v2 while a client hammers the public port: no failure, v1 then v2, never back.
     w.promote("v2");
     let stop = Arc::new(AtomicBool::new(false));
-    let client = client_loop(w.nginx.port, stop.clone());
+    let client = client_loop(w.nginx.port(), stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     w.deploy_ok();
     std::thread::sleep(Duration::from_millis(300));

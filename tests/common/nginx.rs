@@ -31,16 +31,26 @@ impl Nginx {
     /// Starts nginx with `server_body` inside one `server { listen 127.0.0.1:PORT ...; }`
     /// block (`listen_extra` e.g. "ssl"); None when nginx is not installed.
     pub fn start(listen_extra: &str, server_body: &str) -> Option<Nginx> {
+        Nginx::start_in(tempfile::tempdir().unwrap(), "", listen_extra, server_body)
+    }
+
+    /// Like [`Nginx::start`], in `dir` (which may already hold files the config uses),
+    /// with `http_extra` at the `http` level (e.g. an `include` of an upstream file).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        http_extra: &str,
+        listen_extra: &str,
+        server_body: &str,
+    ) -> Option<Nginx> {
         let bin = nginx_binary()?;
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();
         // `user root`: the stores are the test's 0700 temp dirs.
         let conf = format!(
             "user root;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{}}\nhttp {{\n  access_log off;\n  types {{ }}\n  default_type application/octet-stream;\n\
+             events {{ worker_connections 512; }}\nhttp {{\n  access_log off;\n  types {{ }}\n  default_type application/octet-stream;\n\
              client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n\
-             uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n\
+             uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  {http_extra}\n\
              server {{\n    listen 127.0.0.1:{port} {listen_extra};\n    {server_body}\n  }}\n}}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
@@ -50,6 +60,7 @@ impl Nginx {
             .args(["-c"])
             .arg(dir.path().join("nginx.conf"))
             .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -78,7 +89,13 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so the master stops its workers too (SIGKILL would orphan them).
     fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
