@@ -172,4 +172,12 @@ PY
   log "moto: IAM signature check on the raw query string (patched $moto_dir/core)"
 fi
 
+# moto judges an anonymous HeadObject against a bucket policy as "s3:HeadObject", an action
+# no policy grants (AWS checks s3:GetObject), so a public-read bucket refuses HEAD. Patch
+# that one line (idempotent: only the old text is replaced).
+if grep -q 'action = f"s3:{method.upper()\[0\]}{method.lower()\[1:\]}Object"' "$moto_s3"; then
+  sed -i 's/action = f"s3:{method.upper()\[0\]}{method.lower()\[1:\]}Object"/action = "s3:GetObject" if method.upper() == "HEAD" else f"s3:{method.upper()[0]}{method.lower()[1:]}Object"/' "$moto_s3"
+  log "moto: anonymous HeadObject judged as s3:GetObject (patched $moto_s3)"
+fi
+
 log "done in $((SECONDS - t0))s"

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 fn printed_reference_names_the_same_repository() {
     for s in [
         "docker.io/s3docker.io/s3docky:1",
-        "https:/s.example.com/b",
         "localhost:5000/team.x/app:1",
         "reg.example.com/localhost/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
     ] {
@@ -23,9 +22,16 @@ fn printed_reference_names_the_same_repository() {
         let back = Reference::parse(&printed).unwrap();
         assert_eq!(back, r, "{s:?} printed as {printed:?}");
     }
-    // Ordinary names print exactly as before.
-    for s in ["team/app:1", "app", "library/x:2", "a.b:1"] {
-        assert_eq!(Reference::parse(s).unwrap().to_string(), s);
+    // A host with an empty port is no reference at all (docker: invalid reference format).
+    assert!(Reference::parse("https:/s.example.com/b").is_err());
+    // Ordinary names print as docker shows them (`library/` dropped).
+    for (s, shown) in [
+        ("team/app:1", "team/app:1"),
+        ("app", "app"),
+        ("library/x:2", "x:2"),
+        ("a.b:1", "a.b:1"),
+    ] {
+        assert_eq!(Reference::parse(s).unwrap().to_string(), shown);
     }
 }
 

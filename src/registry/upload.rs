@@ -359,11 +359,14 @@ impl Task {
                 None => data,
             };
             let r = match driver.upload_part(&key, &id, number, part_size, data).await {
-                // Some servers answer a part for a completed upload with a 500, not NoSuchUpload.
-                Err(e @ StoreError::Other(_)) => match driver.upload_exists(&key, &id).await {
-                    Ok(false) => Err(StoreError::UploadGone(key)),
-                    _ => Err(e),
-                },
+                // Some servers answer a part for a completed upload with a 500 (moto) or a 403
+                // (s3s-fs), not NoSuchUpload.
+                Err(e @ (StoreError::Other(_) | StoreError::AccessDenied { .. })) => {
+                    match driver.upload_exists(&key, &id).await {
+                        Ok(false) => Err(StoreError::UploadGone(key)),
+                        _ => Err(e),
+                    }
+                }
                 r => r,
             };
             let r = r.map_err(anyhow::Error::from);

@@ -22,7 +22,6 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use s3dock::archive::Format;
 use s3dock::codec::Compression;
 use s3dock::model::units::{parse_duration, parse_size};
-use s3dock::release::audit::EventKind;
 use s3dock::release::builder::Builder;
 use std::path::PathBuf;
 
@@ -430,8 +429,8 @@ pub struct HistoryArgs {
     /// Only events since this month (2025-07) or day (2025-07-21), UTC
     #[arg(long)]
     pub since: Option<String>,
-    /// Only this kind of event
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(EventKind::ALL.map(EventKind::name)))]
+    /// Only this kind of event: push, tag, promote, remove, rollback, deploy or deploy-failed
+    #[arg(long)]
     pub event: Option<String>,
     /// At most N events
     #[arg(long, short = 'n')]
