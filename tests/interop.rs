@@ -702,20 +702,6 @@ fn registry_gc(store: TestStore, start: impl Fn(&TestStore) -> Registry, short: 
         let h = d.strip_prefix("sha256:").unwrap();
         format!("docker/registry/v2/blobs/sha256/{}/{h}/data", &h[..2])
     };
-    let blobs_of = |img: &serde_json::Value| -> Vec<String> {
-        let mut v = vec![
-            img["manifest_digest"].as_str().unwrap().to_string(),
-            img["config_digest"].as_str().unwrap().to_string(),
-        ];
-        v.extend(
-            img["layers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|l| l["digest"].as_str().unwrap().to_string()),
-        );
-        v
-    };
 
     let keep = push("docker-legacy.tar", &format!("{gc}:keep"), &[]);
     let tiny_old = push(
@@ -750,7 +736,7 @@ fn registry_gc(store: TestStore, start: impl Fn(&TestStore) -> Registry, short: 
     let log = reg.stop_and_garbage_collect(true);
     let keys = store.keys();
     for img in [&keep, &moved] {
-        for d in blobs_of(img) {
+        for d in pushed_blobs(img) {
             assert!(
                 keys.contains(&blob_key(&d)),
                 "GC deleted {d}, still used by {}:\n{log}",
@@ -759,7 +745,7 @@ fn registry_gc(store: TestStore, start: impl Fn(&TestStore) -> Registry, short: 
         }
     }
     for img in [&tiny_old, &del] {
-        for d in blobs_of(img) {
+        for d in pushed_blobs(img) {
             assert!(
                 !keys.contains(&blob_key(&d)),
                 "GC kept {d} of untagged/deleted {}",
@@ -783,7 +769,7 @@ fn registry_gc(store: TestStore, start: impl Fn(&TestStore) -> Registry, short: 
     // Pushing tiny again: its blobs are gone, the diff_id index still names them.
     let again = push("docker25-tiny.tar", &format!("{gd}:again"), &[]);
     let keys = store.keys();
-    for d in blobs_of(&again) {
+    for d in pushed_blobs(&again) {
         assert!(
             keys.contains(&blob_key(&d)),
             "re-push after GC did not store {d}"

@@ -36,22 +36,6 @@ fn digest(img: &Value) -> String {
     img["manifest_digest"].as_str().unwrap().to_string()
 }
 
-/// Every blob an image needs: manifest, config, layers.
-fn blobs_of(img: &Value) -> Vec<String> {
-    let mut v = vec![
-        digest(img),
-        img["config_digest"].as_str().unwrap().to_string(),
-    ];
-    v.extend(
-        img["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_string()),
-    );
-    v
-}
-
 fn hex(d: &str) -> &str {
     d.strip_prefix("sha256:").unwrap()
 }
@@ -176,9 +160,9 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
         "[{}] gc --dry-run changed the store",
         store.kind
     );
-    let gone: BTreeSet<String> = blobs_of(&drop)
+    let gone: BTreeSet<String> = pushed_blobs(&drop)
         .into_iter()
-        .filter(|d| !blobs_of(&keep).contains(d))
+        .filter(|d| !pushed_blobs(&keep).contains(d))
         .collect();
     assert_eq!(
         strings(&dry["blobs"]),
@@ -206,7 +190,7 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
     // Kept: the tagged images, the shared base, and the moved tag's earlier revision
     // (untagged revisions are kept, as the registry's own gc keeps them).
     for img in [&keep, &moved, &old] {
-        for d in blobs_of(img) {
+        for d in pushed_blobs(img) {
             assert!(
                 keys.contains(&blob_key(&d)),
                 "[{}] gc deleted {d} of {}",
@@ -576,7 +560,7 @@ fn prune_retention_table() {
     let swept = json(&store, &["gc", "--grace", "0s"]);
     let mut gone = BTreeSet::new();
     for t in ["t2", "t4"] {
-        gone.extend(blobs_of(&imgs[t]));
+        gone.extend(pushed_blobs(&imgs[t]));
     }
     assert_eq!(strings(&swept["blobs"]), gone);
     assert_clean(&store, &["--deep"]);

@@ -231,6 +231,22 @@ impl TestStore {
     }
 }
 
+/// Every blob a `push --json` image names: manifest, config and layers.
+pub fn pushed_blobs(img: &serde_json::Value) -> Vec<String> {
+    let mut v = vec![
+        img["manifest_digest"].as_str().unwrap().to_string(),
+        img["config_digest"].as_str().unwrap().to_string(),
+    ];
+    v.extend(
+        img["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string()),
+    );
+    v
+}
+
 /// Lists keys under a prefix with the venv's boto3 (an independent S3 client).
 pub fn s3_list(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
     let script = format!(
