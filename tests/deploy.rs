@@ -229,8 +229,18 @@ impl World {
         v
     }
 
+    /// The public port serves `v` within 5 s: `nginx -s reload` only signals the
+    /// master, whose new workers take the new upstream a moment after deploy returns.
     fn serves(&self, v: &str) {
-        assert_eq!(self.nginx.get().as_deref(), Ok(v), "public port");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.nginx.get();
+            if got.as_deref() == Ok(v) || Instant::now() > deadline {
+                assert_eq!(got.as_deref(), Ok(v), "public port");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
