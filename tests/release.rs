@@ -1505,3 +1505,48 @@ fn qualified_app_names_on_moto() {
         qualified_app_names(&store);
     }
 }
+
+// ------------------------------------------------------------------ conditional writes
+
+/// Commands that move tags or records ask the store whether it honours conditional
+/// writes: on Garage (which ignores them) push, tag and promote warn once each and say
+/// `"conditional_writes": "ignored"` in --json; moto and the directory store honour
+/// them, with no warning. The probe leaves no object behind.
+#[test]
+fn conditional_writes_are_probed_and_a_server_that_ignores_them_is_named() {
+    let mut stores = vec![(TestStore::local(), "honoured")];
+    stores.extend(TestStore::s3("moto").map(|s| (s, "honoured")));
+    stores.extend(TestStore::s3("garage").map(|s| (s, "ignored")));
+    const WARNING: &str = "this S3 server ignores conditional writes";
+    for (store, want) in &stores {
+        let app = app_name();
+        let archive = fixture("docker25-tiny.tar");
+        let steps: [&[&str]; 3] = [
+            &[
+                "push",
+                "-i",
+                archive.to_str().unwrap(),
+                &format!("{app}:b1"),
+            ],
+            &["tag", &format!("{app}:b1"), "v1.0.0"],
+            &["promote", &format!("{app}:v1.0.0"), "production"],
+        ];
+        for args in steps {
+            let mut a = vec!["--json"];
+            a.extend_from_slice(args);
+            let o = run(store, &a);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "[{}] {args:?}: {err}", store.kind);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["conditional_writes"], *want, "[{}] {args:?}", store.kind);
+            let warnings = err.matches(WARNING).count();
+            let expected = usize::from(*want == "ignored");
+            assert_eq!(warnings, expected, "[{}] {args:?}: {err}", store.kind);
+        }
+        assert!(
+            !store.keys().iter().any(|k| k.contains("s3dock/probe/")),
+            "[{}] a probe object was left behind",
+            store.kind
+        );
+    }
+}

@@ -76,12 +76,13 @@ impl TestStore {
         }
     }
 
-    /// `server` is "s3s" or "moto"; None (a skip) when the server is not running.
+    /// `server` is "s3s", "moto" or "garage"; None (a skip) when the server is not running.
     pub fn s3(server: &'static str) -> Option<TestStore> {
-        let var = if server == "s3s" {
-            "S3DOCK_TEST_S3S"
-        } else {
-            "S3DOCK_TEST_MOTO"
+        let var = match server {
+            "s3s" => "S3DOCK_TEST_S3S",
+            "moto" => "S3DOCK_TEST_MOTO",
+            "garage" => "S3DOCK_TEST_GARAGE",
+            _ => panic!("unknown test S3 server {server}"),
         };
         let endpoint = std::env::var(var).ok();
         if !require(&format!("S3 server {server} ({var})"), endpoint.is_some()) {
@@ -108,6 +109,7 @@ impl TestStore {
         let mut v = vec![TestStore::local()];
         v.extend(TestStore::s3("s3s"));
         v.extend(TestStore::s3("moto"));
+        v.extend(TestStore::s3("garage"));
         v
     }
 
