@@ -309,15 +309,14 @@ impl<'a> Plan<'a> {
             });
         }
         if let Some(ex) = sources.cache_only.filter(|e| e.contains(&layer.digest)) {
-            let of = ex
-                .source(&layer.digest)
-                .map(|r| format!(" (a layer of {r})"))
-                .unwrap_or_default();
+            let (of, image) = match ex.source(&layer.digest) {
+                Some(r) => (format!(" (a layer of {r})"), r.to_string()),
+                None => (String::new(), "the image that has it".to_string()),
+            };
             match sources.cache {
                 Some(c) => bail!(
-                    "blob {}{of} is not in the cache {}: pull it once with --cache {}, or leave out --loadable",
+                    "blob {}{of} is not in the cache {}: pull {image} with this --cache first, or leave out --loadable",
                     layer.digest,
-                    c.display(),
                     c.display()
                 ),
                 None => bail!("--loadable takes the excluded layers from the cache: name it with --cache DIR"),
