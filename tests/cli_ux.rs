@@ -311,9 +311,9 @@ fn config_file_flag_and_profiles_hold_every_setting() {
 #[test]
 fn wrong_usage_gets_a_correct_hint() {
     let store = TestStore::local();
-    // Two images: pull takes one.
-    let err = store.fails(&["pull", "a:1", "b:2"], None);
-    assert!(err.contains("pull takes one image"), "{err}");
+    // Two images make a bundle, whose images keep their own tags.
+    let err = store.fails(&["pull", "a:1", "b:2", "--tag", "c:1"], None);
+    assert!(err.contains("--tag renames the one image"), "{err}");
     // history --event lists the kinds that are written.
     let mut c = s3dock(Path::new("/nonexistent"));
     c.args(&store.args)

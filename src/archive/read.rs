@@ -5,9 +5,12 @@
 //! Once the stream ends, `manifest.json` or `index.json` says which files form
 //! which image, and every digest and diff_id is checked.
 
+use super::write::{DeltaRecord, OmittedBlob, DELTA_ANNOTATION, DELTA_RECORD};
 use crate::codec::{decompressing_reader, detect, Detected, MAX_RATIO};
 use crate::model::digest::Digest;
-use crate::model::image::{our_digest, parse_document, select_platform, Config, Document};
+use crate::model::image::{
+    layer_compression, our_digest, parse_document, select_platform, Config, Document, Layer,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -49,7 +52,18 @@ pub trait LayerSink {
     fn layer(&mut self, entry: &LayerEntry, data: &mut dyn Read) -> Result<SunkLayer<Self::Out>>;
     /// Bytes of archive read so far are reported here, for progress.
     fn progress(&mut self, _archive_bytes: u64) {}
+    /// The archive is a delta archive leaving out these layer blobs (called as soon as
+    /// its record is read, before the layers, when it comes first as s3dock writes it).
+    fn delta(&mut self, _omitted: &[OmittedBlob]) -> Result<()> {
+        bail!("{NOT_HERE}")
+    }
+    /// A layer a delta archive leaves out, in place of one read from the archive.
+    fn omitted(&mut self, _layer: &Layer) -> Result<Self::Out> {
+        bail!("{NOT_HERE}")
+    }
 }
+
+const NOT_HERE: &str = "this is an s3dock delta archive (layers the far side holds are left out): only s3dock push reads it";
 
 /// One image found in an archive.
 #[derive(Debug)]
@@ -303,6 +317,9 @@ fn stream_entries<S: LayerSink>(
             }
             let mut data = head;
             entry.read_to_end(&mut data).map_err(truncated)?;
+            if path == DELTA_RECORD {
+                sink.delta(&parse_delta_record(&data)?)?;
+            }
             c.files.insert(path, data.into());
             continue;
         }
@@ -382,7 +399,26 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
+/// The omitted blobs a delta archive's record lists, by digest.
+fn parse_delta_record(data: &[u8]) -> Result<Vec<OmittedBlob>> {
+    let r: DeltaRecord = serde_json::from_slice(data)
+        .map_err(|e| anyhow!("the archive's {DELTA_RECORD} is not valid: {e}"))?;
+    if r.schema_version != 1 {
+        bail!(
+            "the archive's {DELTA_RECORD} has schema version {}, which this s3dock does not read: update s3dock",
+            r.schema_version
+        );
+    }
+    Ok(r.omitted)
+}
+
 impl<T: Clone> Contents<T> {
+    /// Whether the archive holds a file (or a link to one) at `path`.
+    fn has(&self, path: &str) -> bool {
+        self.resolve_path(path)
+            .is_ok_and(|p| self.layers.contains_key(&p) || self.files.contains_key(&p))
+    }
+
     fn resolve_path(&self, path: &str) -> Result<String> {
         let mut p = clean_path(path)?;
         for _ in 0..8 {
@@ -447,7 +483,22 @@ fn resolve<S: LayerSink>(
     sink: &mut S,
     platform: &str,
 ) -> Result<Vec<ArchiveImage<S::Out>>> {
-    if let Some(m) = c.files.get("manifest.json").cloned() {
+    // A delta archive is read through index.json only (it has no manifest.json).
+    let omitted: Option<HashMap<Digest, OmittedBlob>> = match c.files.get(DELTA_RECORD) {
+        Some(r) => Some(
+            parse_delta_record(r)?
+                .into_iter()
+                .map(|o| (o.digest, o))
+                .collect(),
+        ),
+        None => None,
+    };
+    if let Some(m) = c
+        .files
+        .get("manifest.json")
+        .filter(|_| omitted.is_none())
+        .cloned()
+    {
         let entries: Vec<DockerManifestEntry> =
             serde_json::from_slice(&m).context("the archive's manifest.json is not valid")?;
         if entries.is_empty() {
@@ -503,20 +554,29 @@ fn resolve<S: LayerSink>(
             anyhow!("the input is not a docker save or OCI archive: it has neither manifest.json nor index.json")
         }
     })?;
-    let layout = c
-        .files
-        .get("oci-layout")
-        .ok_or_else(|| anyhow!("OCI archive without an oci-layout file"))?;
-    let lv: serde_json::Value =
-        serde_json::from_slice(layout).context("the archive's oci-layout is not valid JSON")?;
-    if lv.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
-        bail!("unsupported OCI layout version in oci-layout (need 1.0.0)");
+    if omitted.is_none() {
+        let layout = c
+            .files
+            .get("oci-layout")
+            .ok_or_else(|| anyhow!("OCI archive without an oci-layout file"))?;
+        let lv: serde_json::Value =
+            serde_json::from_slice(layout).context("the archive's oci-layout is not valid JSON")?;
+        if lv.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+            bail!("unsupported OCI layout version in oci-layout (need 1.0.0)");
+        }
     }
     let Document::Index(index) =
         parse_document(&index).context("the archive's index.json is not valid")?
     else {
         bail!("the archive's index.json is not an image index");
     };
+    let marked = index
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(DELTA_ANNOTATION));
+    if marked && omitted.is_none() {
+        bail!("the archive's index.json marks a delta archive but its {DELTA_RECORD} is missing: the archive is damaged");
+    }
     let mut out = Vec::new();
     for desc in index.manifests() {
         let ann = desc.annotations().clone().unwrap_or_default();
@@ -531,10 +591,41 @@ fn resolve<S: LayerSink>(
         };
         let cd = our_digest(m.config().digest())?;
         let config = Config::parse(blob(c, &cd)?.clone())?;
+        if m.layers().len() != config.diff_ids.len() {
+            bail!(
+                "manifest {d} lists {} layers but its config {cd} has {} diff_ids",
+                m.layers().len(),
+                config.diff_ids.len()
+            );
+        }
         let mut layers = Vec::new();
-        for l in m.layers() {
+        for (l, diff_id) in m.layers().iter().zip(&config.diff_ids) {
             let ld = our_digest(l.digest())?;
-            let sunk = c.layer(&format!("blobs/sha256/{}", ld.hex()), sink)?;
+            let path = format!("blobs/sha256/{}", ld.hex());
+            if let Some(o) = omitted.as_ref().and_then(|o| o.get(&ld)) {
+                if !c.has(&path) {
+                    if o.size != l.size() {
+                        bail!(
+                            "layer {ld} is {} bytes in manifest {d} but {} in the archive's {DELTA_RECORD}: the archive is damaged",
+                            l.size(),
+                            o.size
+                        );
+                    }
+                    let layer = Layer {
+                        digest: ld,
+                        size: o.size,
+                        compression: layer_compression(l.media_type().as_ref())?,
+                        diff_id: *diff_id,
+                    };
+                    layers.push(SunkLayer {
+                        file_digest: ld,
+                        diff_id: *diff_id,
+                        out: sink.omitted(&layer)?,
+                    });
+                    continue;
+                }
+            }
+            let sunk = c.layer(&path, sink)?;
             if sunk.file_digest != ld {
                 bail!(
                     "OCI blob {ld} is corrupt: its content hashes to {}",

@@ -39,9 +39,32 @@ pub struct ArchiveEntryImage {
     pub top_diff_id: Option<Digest>,
 }
 
+/// A layer blob a delta archive leaves out because the far side already holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OmittedBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// The image that holds it (`--exclude REF`), or None for a listed digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// The delta record, the first file of a delta archive (see `delta_record`).
+pub(super) const DELTA_RECORD: &str = "s3dock-delta.json";
+/// The index.json annotation that marks a delta archive; its value names the record.
+pub(super) const DELTA_ANNOTATION: &str = "io.s3dock.delta";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeltaRecord {
+    pub schema_version: u32,
+    pub omitted: Vec<OmittedBlob>,
+}
+
 pub struct ArchiveWriter<W: Write> {
     out: W,
     written: u64,
+    delta: bool,
 }
 
 fn blob_path(d: &Digest) -> String {
@@ -50,7 +73,11 @@ fn blob_path(d: &Digest) -> String {
 
 impl<W: Write> ArchiveWriter<W> {
     pub fn new(out: W) -> Self {
-        ArchiveWriter { out, written: 0 }
+        ArchiveWriter {
+            out,
+            written: 0,
+            delta: false,
+        }
     }
 
     pub fn written(&self) -> u64 {
@@ -104,6 +131,22 @@ impl<W: Write> ArchiveWriter<W> {
         self.raw(&vec![0u8; pad as usize])
     }
 
+    /// Makes this a delta archive, which leaves out the layer blobs in `omitted`:
+    /// writes the record first, so that a push can check the far store holds them
+    /// before it uploads anything. A delta archive is an OCI layout without `oci-layout`
+    /// and `manifest.json`, so no loader takes it for an image archive: docker (classic
+    /// store) finds no manifest.json, containerd neither file ("unrecognized image
+    /// format"), and none of them half-loads an image whose layers are missing.
+    pub fn delta_record(&mut self, omitted: &[OmittedBlob]) -> Result<()> {
+        let record = DeltaRecord {
+            schema_version: 1,
+            omitted: omitted.to_vec(),
+        };
+        self.file(DELTA_RECORD, &serde_json::to_vec(&record)?)?;
+        self.delta = true;
+        Ok(())
+    }
+
     /// Writes every metadata file and small blob; layers follow with `begin_file`.
     pub fn metadata(
         &mut self,
@@ -111,7 +154,9 @@ impl<W: Write> ArchiveWriter<W> {
         images: &[ArchiveEntryImage],
         configs: &[(Digest, bytes::Bytes)],
     ) -> Result<()> {
-        self.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        if !self.delta {
+            self.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
         let manifests: Vec<_> = images
             .iter()
             .flat_map(|img| {
@@ -137,9 +182,12 @@ impl<W: Write> ArchiveWriter<W> {
                 })
             })
             .collect();
-        let index = json!({"schemaVersion": 2, "mediaType": crate::model::image::OCI_INDEX, "manifests": manifests});
+        let mut index = json!({"schemaVersion": 2, "mediaType": crate::model::image::OCI_INDEX, "manifests": manifests});
+        if self.delta {
+            index["annotations"] = json!({ DELTA_ANNOTATION: DELTA_RECORD });
+        }
         self.file("index.json", &serde_json::to_vec(&index)?)?;
-        if format == Format::Docker {
+        if format == Format::Docker && !self.delta {
             let entries: Vec<_> = images
                 .iter()
                 .map(|img| {

@@ -392,11 +392,13 @@ async fn ensure_image(
         cache: o.cache.clone(),
         // Every engine version loads plain layers (Docker < 23 cannot load zstd).
         decompress: true,
+        exclude: Default::default(),
+        loadable: false,
     };
     let out = std::io::BufWriter::with_capacity(1 << 20, stdin);
     let pulled = pull(
         &ctx.store,
-        &r,
+        std::slice::from_ref(&r),
         out,
         &opts,
         Arc::new(Stats::default()),

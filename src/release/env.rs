@@ -286,6 +286,44 @@ pub async fn resolve_for_pull(store: &Registry, app: &str, name: &str) -> Result
     }
 }
 
+/// `app`'s environment `env` as a reference to pull: `app:image_tag@digest`.
+pub async fn env_reference(store: &Registry, app: &str, env: &str) -> Result<Reference> {
+    let r = resolve_env(store, app, env).await?;
+    Ok(Reference {
+        name: app_name(app)?,
+        tag: Some(r.image_tag),
+        digest: Some(r.digest),
+    })
+}
+
+/// For `pull --env ENV`: every app that has environment `env`, by name, each as
+/// [`env_reference`] gives it; and the record files that were skipped.
+pub async fn env_everywhere(
+    store: &Registry,
+    env: &str,
+) -> Result<(Vec<Reference>, Vec<Malformed>)> {
+    check_env_name(env)?;
+    let (records, malformed) = access::all_records(store).await?;
+    let mut apps: Vec<String> = records
+        .into_iter()
+        .filter(|(_, kind, name)| *kind == Kind::Env && name == env)
+        .map(|(app, _, _)| app)
+        .collect();
+    apps.sort();
+    apps.dedup();
+    if apps.is_empty() {
+        bail!(
+            "no app has an environment {env} in store {} (s3dock list shows the apps)",
+            access::store_name(store)
+        );
+    }
+    let mut out = Vec::with_capacity(apps.len());
+    for app in apps {
+        out.push(env_reference(store, &app, env).await?);
+    }
+    Ok((out, malformed))
+}
+
 /// What `rollback` did to the environment pointer.
 #[derive(Debug, Clone)]
 pub struct RolledBack {

@@ -1,6 +1,8 @@
 //! Moving images between archives and a registry: push (ingest an archive) and
-//! pull (write one), with their statistics.
+//! pull (write one, of one image or a bundle of several, whole or as a delta), with
+//! their statistics.
 
+pub mod delta;
 pub mod ingest;
 pub mod pull;
 pub mod push;

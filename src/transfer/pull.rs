@@ -3,7 +3,7 @@
 //! metadata last, so an archive only becomes loadable once everything checked
 //! out; on any failure the output ends without an end-of-archive marker.
 
-use crate::archive::{ArchiveEntryImage, ArchiveWriter, Format};
+use crate::archive::{ArchiveEntryImage, ArchiveWriter, Format, OmittedBlob};
 use crate::codec::{Compression, DiffIdHasher};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{
@@ -12,6 +12,7 @@ use crate::model::image::{
 };
 use crate::model::reference::{familiar, Reference};
 use crate::registry::Registry;
+use crate::transfer::delta::Exclusions;
 use crate::transfer::stats::{Progress, Stats};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -33,6 +34,10 @@ pub struct PullOptions {
     pub cache: Option<PathBuf>,
     /// Write layers as plain tars (needed for docker < 23 with zstd layers).
     pub decompress: bool,
+    /// Layer blobs the far side holds: left out of the archive (a delta archive that
+    /// only `s3dock push` reads), or with `loadable` taken from `cache`, never the store.
+    pub exclude: Exclusions,
+    pub loadable: bool,
 }
 
 /// A manifest resolved from the store, with its config and layers verified.
@@ -242,19 +247,33 @@ async fn manifest_blob(store: &Registry, repo: &str, d: &Digest) -> Result<Bytes
 }
 
 enum Cmd {
+    Delta(Vec<OmittedBlob>),
     Begin(Digest, u64),
     Data(Bytes),
     End(u64),
-    Metadata(Box<ArchiveEntryImage>, Vec<(Digest, Bytes)>, Format),
+    Metadata(Vec<ArchiveEntryImage>, Vec<(Digest, Bytes)>, Format),
 }
 
+/// One image of a pulled archive.
 #[derive(Debug, serde::Serialize)]
-pub struct PullReport {
+pub struct PulledImage {
     pub reference: String,
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     pub layers: usize,
+}
+
+/// What a pull wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct PullReport {
+    /// One per reference pulled, in order.
+    pub images: Vec<PulledImage>,
+    /// Distinct layer blobs written: a blob several images share counts once.
+    pub layers_written: usize,
     pub bytes_written: u64,
+    /// Layer blobs a delta archive leaves out, and their bytes (0 for a full archive).
+    pub layers_omitted: usize,
+    pub bytes_omitted: u64,
 }
 
 /// Where a layer's bytes come from, and where they go in the cache.
@@ -271,15 +290,37 @@ enum Source {
     Store(String),
 }
 
+/// Where layers may come from: the cache, and which must come from it (`--loadable`).
+struct Sources<'a> {
+    cache: Option<&'a PathBuf>,
+    cache_only: Option<&'a Exclusions>,
+}
+
 impl<'a> Plan<'a> {
-    async fn new(store: &Registry, cache: Option<&PathBuf>, layer: &'a Layer) -> Result<Plan<'a>> {
-        let cached = cache.map(|c| c.join("blobs/sha256").join(layer.digest.hex()));
+    async fn new(store: &Registry, sources: &Sources<'_>, layer: &'a Layer) -> Result<Plan<'a>> {
+        let cached = sources
+            .cache
+            .map(|c| c.join("blobs/sha256").join(layer.digest.hex()));
         if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
             return Ok(Plan {
                 layer,
                 source: Source::Cache(path.clone()),
                 fill: None,
             });
+        }
+        if let Some(ex) = sources.cache_only.filter(|e| e.contains(&layer.digest)) {
+            let (of, image) = match ex.source(&layer.digest) {
+                Some(r) => (format!(" (a layer of {r})"), r.to_string()),
+                None => (String::new(), "the image that has it".to_string()),
+            };
+            match sources.cache {
+                Some(c) => bail!(
+                    "blob {}{of} is not in the cache {}: pull {image} with this --cache first, or leave out --loadable",
+                    layer.digest,
+                    c.display()
+                ),
+                None => bail!("--loadable takes the excluded layers from the cache: name it with --cache DIR"),
+            }
         }
         let key = store.layout().blob_data(&layer.digest);
         let size = store
@@ -426,7 +467,7 @@ impl Received {
 /// whatever the number of layers.
 async fn fetch_layers(
     store: &Registry,
-    cache: Option<&PathBuf>,
+    sources: &Sources<'_>,
     layers: &[&Layer],
     stats: &Stats,
     mut spool: impl FnMut(usize) -> Result<Option<std::fs::File>>,
@@ -435,7 +476,7 @@ async fn fetch_layers(
 ) -> Result<()> {
     let mut plans = Vec::with_capacity(layers.len());
     for l in layers {
-        plans.push(Plan::new(store, cache, l).await?);
+        plans.push(Plan::new(store, sources, l).await?);
     }
     let work: Vec<(usize, u64, usize, bool)> = plans
         .iter()
@@ -500,17 +541,62 @@ fn check(layer: &Layer, h: Hasher, where_: &str) -> Result<()> {
     Ok(())
 }
 
-/// Pulls `r` and writes an archive to `out`.
+/// Pulls the images `refs` name into one archive written to `out`: each blob once, an
+/// entry and its tags per image (what `docker save A B` writes). Layers the far side
+/// holds (`opts.exclude`) are left out, which makes a delta archive, or with
+/// `opts.loadable` come from the cache. Memory is bounded as for one image: the
+/// layers of every image stream through one window of `--jobs` GETs.
 pub async fn pull<W: Write + Send + 'static>(
     store: &Registry,
-    r: &Reference,
+    refs: &[Reference],
     out: W,
     opts: &PullOptions,
     stats: Arc<Stats>,
     show_progress: bool,
 ) -> Result<(PullReport, W)> {
-    let img = resolve(store, r, opts.platform.as_deref()).await?;
-    let total: u64 = img.layers.iter().map(|l| l.size).sum();
+    if refs.is_empty() {
+        bail!("nothing to pull: name at least one image");
+    }
+    if opts.tag.is_some() && refs.len() > 1 {
+        bail!("--tag renames the one image of an archive; a bundle of {} images keeps each image's own tag", refs.len());
+    }
+    let delta = !opts.exclude.is_empty() && !opts.loadable;
+    if delta && opts.decompress {
+        bail!("a delta archive keeps layers as stored: drop --decompress, or add --loadable (with --cache) for a full archive");
+    }
+    let mut imgs = Vec::with_capacity(refs.len());
+    for r in refs {
+        imgs.push(resolve(store, r, opts.platform.as_deref()).await?);
+    }
+    // A layer several images list is fetched, checked and written once; its diff_id
+    // is checked against the first config that lists it, so all must agree.
+    let mut diff_ids = std::collections::HashMap::new();
+    let mut distinct: Vec<&Layer> = Vec::new();
+    for (r, img) in refs.iter().zip(&imgs) {
+        for l in &img.layers {
+            match diff_ids.insert(l.digest, l.diff_id) {
+                None => distinct.push(l),
+                Some(d) if d != l.diff_id => bail!(
+                    "layer {} has diff_id {d} in one image's config and {} in {r}'s: the store is inconsistent",
+                    l.digest,
+                    l.diff_id
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    let (omitted, fetched): (Vec<&Layer>, Vec<&Layer>) = distinct
+        .into_iter()
+        .partition(|l| delta && opts.exclude.contains(&l.digest));
+    let omitted: Vec<OmittedBlob> = omitted
+        .iter()
+        .map(|l| OmittedBlob {
+            digest: l.digest,
+            size: l.size,
+            from: opts.exclude.source(&l.digest).map(str::to_string),
+        })
+        .collect();
+    let total: u64 = fetched.iter().map(|l| l.size).sum();
     let progress = Progress::new(show_progress, Some(total), "pulling");
     // Small bounds: memory is the GETs in flight plus a few chunks, whatever the image size.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Cmd>(2);
@@ -518,11 +604,12 @@ pub async fn pull<W: Write + Send + 'static>(
         let mut w = ArchiveWriter::new(out);
         while let Ok(cmd) = rx.recv() {
             match cmd {
+                Cmd::Delta(omitted) => w.delta_record(&omitted)?,
                 Cmd::Begin(d, size) => w.begin_blob(&d, size)?,
                 Cmd::Data(b) => w.write(&b)?,
                 Cmd::End(size) => w.end_file(size)?,
-                Cmd::Metadata(img, configs, format) => {
-                    w.metadata(format, std::slice::from_ref(&img), &configs)?;
+                Cmd::Metadata(images, configs, format) => {
+                    w.metadata(format, &images, &configs)?;
                     let n = w.written() + 1024;
                     return Ok((w.finish()?, n, true));
                 }
@@ -531,9 +618,15 @@ pub async fn pull<W: Write + Send + 'static>(
         // Ended without metadata: something failed; leave the archive unterminated.
         Ok((w.abandon(), 0, false))
     });
-    let result = write_layers(store, &img, opts, &tx, &stats, &progress).await;
+    let mut result = Ok(Default::default());
+    if !omitted.is_empty() {
+        result = send(&tx, Cmd::Delta(omitted.clone())).map(|_| Default::default());
+    }
+    if result.is_ok() {
+        result = write_layers(store, &fetched, opts, &tx, &stats, &progress).await;
+    }
     progress.finish();
-    let out_layers = match result {
+    let written = match result {
         Ok(l) => l,
         Err(e) => {
             drop(tx);
@@ -541,6 +634,72 @@ pub async fn pull<W: Write + Send + 'static>(
             return Err(e);
         }
     };
+    let mut entries: Vec<ArchiveEntryImage> = Vec::new();
+    let mut configs: Vec<(Digest, Bytes)> = Vec::new();
+    let mut pulled = Vec::new();
+    for (r, img) in refs.iter().zip(&imgs) {
+        // Layers as written (decompressed or not); a left-out layer as stored.
+        let out_layers: Vec<Layer> = img
+            .layers
+            .iter()
+            .map(|l| written.get(&l.digest).unwrap_or(l).clone())
+            .collect();
+        let entry = archive_entry(img, &out_layers, opts, r)?;
+        match entries
+            .iter_mut()
+            .find(|e| e.manifest_digest == entry.manifest_digest)
+        {
+            // The same image by two references: one entry with both tags.
+            Some(e) => {
+                for t in entry.repo_tags {
+                    if !e.repo_tags.contains(&t) {
+                        e.repo_tags.push(t);
+                    }
+                }
+            }
+            None => entries.push(entry),
+        }
+        if !configs.iter().any(|(d, _)| *d == img.config.digest) {
+            configs.push((img.config.digest, img.config.bytes.clone()));
+        }
+        pulled.push(PulledImage {
+            reference: r.to_string(),
+            manifest_digest: img.manifest_digest,
+            config_digest: img.config.digest,
+            layers: img.layers.len(),
+        });
+    }
+    send(&tx, Cmd::Metadata(entries, configs, opts.format))?;
+    drop(tx);
+    let (w, bytes_written, finished) = writer.await??;
+    if !finished {
+        bail!("archive writer stopped early");
+    }
+    let report = PullReport {
+        images: pulled,
+        layers_written: fetched.len(),
+        bytes_written,
+        layers_omitted: omitted.len(),
+        bytes_omitted: omitted.iter().map(|o| o.size).sum(),
+    };
+    Ok((report, w))
+}
+
+/// Hands a command to the archive writer, which applies back-pressure: the runtime is
+/// told this thread may block.
+fn send(tx: &std::sync::mpsc::SyncSender<Cmd>, cmd: Cmd) -> Result<()> {
+    tokio::task::block_in_place(|| tx.send(cmd))
+        .map_err(|_| anyhow!("archive writer stopped (output closed?)"))
+}
+
+/// How `img` (pulled as `r`, its layers written as `out_layers`) goes into the archive:
+/// its stored manifest when the archive keeps it, else one built for what was written.
+fn archive_entry(
+    img: &ResolvedImage,
+    out_layers: &[Layer],
+    opts: &PullOptions,
+    r: &Reference,
+) -> Result<ArchiveEntryImage> {
     let oci = opts.format == Format::Oci;
     let keep_stored = !opts.decompress && (!oci || img.media_type == image::OCI_MANIFEST);
     let (manifest, media_type) = if keep_stored {
@@ -550,7 +709,7 @@ pub async fn pull<W: Write + Send + 'static>(
             || out_layers
                 .iter()
                 .any(|l| l.compression == Compression::Zstd);
-        let m = build_manifest_as(&img.config, &out_layers, oci_types)?;
+        let m = build_manifest_as(&img.config, out_layers, oci_types)?;
         (
             m,
             if oci_types {
@@ -570,7 +729,7 @@ pub async fn pull<W: Write + Send + 'static>(
         (None, Some(tag)) => vec![Reference::with_tag(&r.name, tag).to_string()],
         (None, None) => vec![],
     };
-    let entry = ArchiveEntryImage {
+    Ok(ArchiveEntryImage {
         repo_tags,
         manifest_digest: Digest::of(&manifest),
         manifest,
@@ -578,53 +737,30 @@ pub async fn pull<W: Write + Send + 'static>(
         config_digest: img.config.digest,
         layer_digests: out_layers.iter().map(|l| l.digest).collect(),
         top_diff_id: img.config.diff_ids.last().copied(),
-    };
-    let configs = vec![(img.config.digest, img.config.bytes.clone())];
-    tx.send(Cmd::Metadata(Box::new(entry), configs, opts.format))
-        .map_err(|_| anyhow!("archive writer stopped"))?;
-    drop(tx);
-    let (w, written, finished) = writer.await??;
-    if !finished {
-        bail!("archive writer stopped early");
-    }
-    let report = PullReport {
-        reference: r.to_string(),
-        manifest_digest: img.manifest_digest,
-        config_digest: img.config.digest,
-        layers: img.layers.len(),
-        bytes_written: written,
-    };
-    Ok((report, w))
+    })
 }
 
-/// Sends every layer to the writer; returns the layers as written (decompressed or not).
+/// Sends `layers` (distinct) to the writer; returns, by stored digest, each layer that
+/// was written otherwise than stored (decompressed).
 async fn write_layers(
     store: &Registry,
-    img: &ResolvedImage,
+    layers: &[&Layer],
     opts: &PullOptions,
     tx: &std::sync::mpsc::SyncSender<Cmd>,
     stats: &Stats,
     progress: &Progress,
-) -> Result<Vec<Layer>> {
-    // The writer applies back-pressure; let the runtime know this thread may block.
-    let send = |cmd: Cmd| {
-        tokio::task::block_in_place(|| tx.send(cmd))
-            .map_err(|_| anyhow!("archive writer stopped (output closed?)"))
+) -> Result<std::collections::HashMap<Digest, Layer>> {
+    let sources = Sources {
+        cache: opts.cache.as_ref(),
+        cache_only: opts.loadable.then_some(&opts.exclude),
     };
-    // A layer repeated in one image is fetched and written once.
-    let mut seen = std::collections::HashSet::new();
-    let distinct: Vec<&Layer> = img
-        .layers
-        .iter()
-        .filter(|l| seen.insert(l.digest))
-        .collect();
     let mut plain: std::collections::HashMap<Digest, Layer> = std::collections::HashMap::new();
     if opts.decompress {
         // A plain tar's size is known only once decompressed: spool each, then write it.
         fetch_layers(
             store,
-            opts.cache.as_ref(),
-            &distinct,
+            &sources,
+            layers,
             stats,
             |_| Ok(Some(tempfile::tempfile()?)),
             |_, b, _| {
@@ -632,23 +768,23 @@ async fn write_layers(
                 Ok(())
             },
             |i, diff| {
-                let layer = distinct[i];
+                let layer = layers[i];
                 let out = tokio::task::block_in_place(|| {
                     diff.expect("a spooling decompressor").finish_spooled()
                 })?;
                 verify_diff_id(layer, &out.diff_id)?;
                 let mut spool = out.spool.expect("spool file");
                 spool.rewind()?;
-                send(Cmd::Begin(out.diff_id, out.size))?;
+                send(tx, Cmd::Begin(out.diff_id, out.size))?;
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
                     let n = crate::codec::read_full(&mut spool, &mut buf)?;
                     if n == 0 {
                         break;
                     }
-                    send(Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
+                    send(tx, Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
                 }
-                send(Cmd::End(out.size))?;
+                send(tx, Cmd::End(out.size))?;
                 let l = Layer {
                     digest: out.diff_id,
                     size: out.size,
@@ -660,40 +796,36 @@ async fn write_layers(
             },
         )
         .await?;
-        return Ok(img
-            .layers
-            .iter()
-            .map(|l| plain[&l.digest].clone())
-            .collect());
+        return Ok(plain);
     }
     let mut started = None;
     // diff_ids are checked before the metadata goes out, so the archive never becomes
     // loadable with a layer that does not match its config.
     fetch_layers(
         store,
-        opts.cache.as_ref(),
-        &distinct,
+        &sources,
+        layers,
         stats,
         |_| Ok(None),
         |i, b, last| {
             if started != Some(i) {
-                send(Cmd::Begin(distinct[i].digest, distinct[i].size))?;
+                send(tx, Cmd::Begin(layers[i].digest, layers[i].size))?;
                 started = Some(i);
             }
             progress.inc(b.len() as u64);
-            send(Cmd::Data(b))?;
+            send(tx, Cmd::Data(b))?;
             if last {
-                send(Cmd::End(distinct[i].size))?;
+                send(tx, Cmd::End(layers[i].size))?;
             }
             Ok(())
         },
         |i, diff| match diff {
-            Some(d) => verify_diff_id(distinct[i], &tokio::task::block_in_place(|| d.finish())?),
+            Some(d) => verify_diff_id(layers[i], &tokio::task::block_in_place(|| d.finish())?),
             None => Ok(()),
         },
     )
     .await?;
-    Ok(img.layers.clone())
+    Ok(plain)
 }
 
 fn verify_diff_id(layer: &Layer, actual: &Digest) -> Result<()> {

@@ -2,7 +2,7 @@
 //! archive streams in (see `archive::read`); the tag is written only after every
 //! blob and the manifest are stored and verified.
 
-use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
+use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, OmittedBlob, SunkLayer};
 use crate::codec::{copy_large, Compression};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{build_manifest, host_platform, Config, Layer};
@@ -174,6 +174,24 @@ impl LayerSink for PushSink {
             .bytes_read
             .store(archive_bytes, Ordering::Relaxed);
         self.progress.set(archive_bytes);
+    }
+
+    /// A delta archive: before any layer is uploaded, the store must hold every blob it
+    /// leaves out (digest and size), or the push fails with the store unchanged.
+    fn delta(&mut self, omitted: &[OmittedBlob]) -> Result<()> {
+        self.block_on(crate::transfer::delta::check_store_holds(
+            &self.store,
+            omitted,
+        ))?;
+        self.stats
+            .blobs_skipped
+            .fetch_add(omitted.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checked to be in the store by `delta`, which the archive reader calls first.
+    fn omitted(&mut self, layer: &Layer) -> Result<Layer> {
+        Ok(layer.clone())
     }
 
     fn layer(&mut self, entry: &LayerEntry, data: &mut dyn Read) -> Result<SunkLayer<Layer>> {

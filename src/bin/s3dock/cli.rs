@@ -147,7 +147,7 @@ pub enum Command {
     /// Push the images of a docker save / OCI archive (stdin or -i FILE) to the store
     #[command(after_help = PUSH_EXAMPLES)]
     Push(PushArgs),
-    /// Write an image from the store as an archive for docker load / podman load
+    /// Write images from the store as one archive for docker load / podman load (or a delta for s3dock push)
     #[command(after_help = PULL_EXAMPLES)]
     Pull(PullArgs),
     /// List the tags of a repository
@@ -226,6 +226,9 @@ const PUSH_EXAMPLES: &str = "Examples:
 const PULL_EXAMPLES: &str = "Examples:
   s3dock pull --store s3://my-bucket/images myapp:1.4 | docker load
   s3dock pull myapp production -o myapp.tar
+  s3dock pull web:2.1 worker:2.1 -o bundle.tar          # one archive, each blob once
+  s3dock pull --env production -o production.tar       # every app's production image
+  s3dock pull myapp:v2 --exclude myapp:v1 -o delta.tar  # only what the far side lacks; s3dock push reads it
   s3dock pull myapp:1.4 --platform linux/arm64 --cache ~/.cache/s3dock | podman load";
 
 const DEPLOY_EXAMPLES: &str = "Examples:
@@ -305,22 +308,34 @@ pub struct PushArgs {
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
-    /// name[:tag] or name@sha256:<digest>, or s3://bucket/name[:tag]; or APP with NAME
-    pub reference: String,
-    /// An environment, version or tag of the app: s3dock pull myapp production
-    pub name: Option<String>,
+    /// name[:tag], name@sha256:<digest> or s3://bucket/name[:tag], several for one bundle
+    /// archive; or APP NAME: an environment, version or tag of the app (s3dock pull myapp production)
+    #[arg(value_name = "REFERENCE")]
+    pub references: Vec<String>,
+    /// Environment ENV of each APP given, or of every app that has one: s3dock pull --env production
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
     /// Write to FILE (atomically) instead of stdout
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// docker: OCI layout + manifest.json (docker/podman load); oci: OCI layout only
     #[arg(long, default_value = "docker")]
     pub format: Format,
-    /// RepoTags for the archive instead of the pulled reference
+    /// RepoTags for the archive instead of the pulled reference (one image only)
     #[arg(long)]
     pub tag: Option<String>,
-    /// os/arch[/variant] to pick from a multi-platform image [default: this host's]
+    /// os/arch[/variant] to pick from multi-platform images [default: this host's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// Leave out the layers of REF, which the far side holds: a delta archive for s3dock push (repeatable)
+    #[arg(long, value_name = "REF")]
+    pub exclude: Vec<String>,
+    /// Leave out the layer blobs FILE lists (sha256:<hex>, one a line, # comments): the far side holds them
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// With --exclude: write a full, loadable archive taking the excluded layers from --cache, not the store
+    #[arg(long)]
+    pub loadable: bool,
     /// Directory of blobs already on this host (content-addressed), filled as blobs are pulled
     #[arg(long, env = "S3DOCK_CACHE")]
     pub cache: Option<PathBuf>,

@@ -15,6 +15,7 @@ use s3dock::release::env::{self, resolve_for_pull};
 use s3dock::release::push::{check_push_target, record_push};
 use s3dock::release::records::{app_and_tag, app_name};
 use s3dock::release::{git, list, tag, Ctx};
+use s3dock::transfer::delta::Exclusions;
 use s3dock::transfer::pull::{pull, PullOptions};
 use s3dock::transfer::push::{push, PushOptions};
 use s3dock::transfer::stats::{human_bytes, Stats};
@@ -327,40 +328,96 @@ fn stdin_input() -> Result<(Box<dyn Read + Send>, Option<u64>)> {
     Ok((Box::new(std::io::stdin()), None))
 }
 
+/// A `--exclude-from` list is a few digests per image; more than this is not one.
+const MAX_EXCLUDE_LIST: u64 = 64 << 20;
+
 async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
-    let (store_url, name) = split_store_ref(s, &a.reference)?;
-    let r = Reference::parse(&name)?;
     if a.output.is_none() && std::io::stdout().is_terminal() {
         bail!("refusing to write an image archive to a terminal: pipe it (| docker load) or use -o FILE");
     }
-    let store = Registry::open(&s.store_config(store_url)?).await?;
-    // `pull APP NAME`: an environment, version or tag of the app.
-    let r = match &a.name {
-        Some(n) => {
-            if (r.tag.is_some() || r.digest.is_some()) && n.contains([':', '@', '/']) {
-                bail!(
-                    "pull takes one image (a second argument is an environment, version or tag of the app): run s3dock pull once per image"
-                );
-            }
-            if r.tag.is_some() || r.digest.is_some() {
-                bail!(
-                    "with a second argument, the first names the app only: s3dock pull {} {n}",
-                    r.name
-                );
-            }
-            resolve_for_pull(&store, &r.name, n).await?
+    if a.loadable && a.exclude.is_empty() && a.exclude_from.is_empty() {
+        bail!("--loadable goes with --exclude or --exclude-from (any other archive is loadable)");
+    }
+    // References may name the store (s3://bucket/name), all the same one.
+    let mut store_url = None;
+    let mut names = Vec::with_capacity(a.references.len());
+    for (i, r) in a.references.iter().enumerate() {
+        let (url, name) = split_store_ref(s, r)?;
+        if i > 0 && url != store_url {
+            bail!("the references name different stores: pull from one store at a time");
         }
-        None => r,
+        store_url = url;
+        names.push(name);
+    }
+    let store = Registry::open(&s.store_config(store_url)?).await?;
+    // `pull APP NAME`: two plain names are an app and its environment, version or tag.
+    let app_and_name = a.env.is_none()
+        && names.len() == 2
+        && Reference::parse(&names[0]).is_ok_and(|r| r.tag.is_none() && r.digest.is_none())
+        && !names[1].contains([':', '@', '/']);
+    let (refs, bundle) = match (&a.env, names.as_slice()) {
+        (Some(env), []) => {
+            let (refs, malformed) = env::env_everywhere(&store, env).await?;
+            render::skipped(&malformed);
+            (refs, true)
+        }
+        (Some(env), apps) => {
+            let mut refs = Vec::with_capacity(apps.len());
+            for app in apps {
+                refs.push(env::env_reference(&store, app, env).await?);
+            }
+            (refs, apps.len() > 1)
+        }
+        (None, []) => bail!(
+            "name an image to pull (s3dock pull myapp:1.4), or an environment of every app (s3dock pull --env production)"
+        ),
+        (None, [app, name]) if app_and_name => {
+            (vec![resolve_for_pull(&store, &Reference::parse(app)?.name, name).await?], false)
+        }
+        (None, names) => (
+            names
+                .iter()
+                .map(|n| Reference::parse(n))
+                .collect::<Result<Vec<_>, _>>()?,
+            names.len() > 1,
+        ),
     };
+    let mut exclude = Exclusions::default();
+    for e in &a.exclude {
+        exclude
+            .add_image(&store, &Reference::parse(e)?, a.platform.as_deref())
+            .await?;
+    }
+    for path in &a.exclude_from {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut text = String::new();
+        f.take(MAX_EXCLUDE_LIST)
+            .read_to_string(&mut text)
+            .with_context(|| {
+                format!(
+                    "cannot read {} (a list of digests, one a line)",
+                    path.display()
+                )
+            })?;
+        exclude.add_list(&text, &path.display().to_string())?;
+    }
+    let cache = a.cache.or_else(|| s.cache.value.as_ref().map(Into::into));
+    if a.loadable && cache.is_none() {
+        bail!("--loadable takes the excluded layers from the cache: name it with --cache DIR (or S3DOCK_CACHE)");
+    }
     let opts = PullOptions {
         format: a.format,
         tag: a.tag.as_deref().map(Reference::parse).transpose()?,
         platform: a.platform,
-        cache: a.cache.or_else(|| s.cache.value.as_ref().map(Into::into)),
+        cache,
         decompress: a.decompress,
+        exclude,
+        loadable: a.loadable,
     };
     let stats = Arc::new(Stats::default());
     let start = Instant::now();
+    let progress = s.show_progress();
     let report = match &a.output {
         // A device or FIFO (`-o /dev/null`, a named pipe) is written in place: renaming
         // a temp file over it would replace it.
@@ -370,7 +427,7 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
                 .open(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             let out = std::io::BufWriter::with_capacity(1 << 20, f);
-            pull(&store, &r, out, &opts, stats.clone(), s.show_progress())
+            pull(&store, &refs, out, &opts, stats.clone(), progress)
                 .await?
                 .0
         }
@@ -385,8 +442,7 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot write in {}", dir.display()))?;
             let out = std::io::BufWriter::with_capacity(1 << 20, Writeback::new(tmp));
-            let (report, out) =
-                pull(&store, &r, out, &opts, stats.clone(), s.show_progress()).await?;
+            let (report, out) = pull(&store, &refs, out, &opts, stats.clone(), progress).await?;
             let tmp = out.into_inner().map_err(|e| e.into_error())?.into_inner();
             tmp.as_file().sync_all()?;
             tmp.persist(path)
@@ -395,23 +451,17 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
         }
         None => {
             let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            pull(&store, &r, out, &opts, stats.clone(), s.show_progress())
+            pull(&store, &refs, out, &opts, stats.clone(), progress)
                 .await?
                 .0
         }
     };
-    let secs = start.elapsed().as_secs_f64();
-    if !s.quiet {
-        eprintln!(
-            "pulled {} {} ({} layers, {} written, {} downloaded, {:.1}s)",
-            report.reference,
-            report.manifest_digest,
-            report.layers,
-            human_bytes(report.bytes_written),
-            human_bytes(stats.bytes_downloaded.load(Ordering::Relaxed)),
-            secs
-        );
-    }
-    render::summary(s, &serde_json::to_value(&report)?, a.output.is_none());
-    Ok(())
+    render::pulled(
+        s,
+        &report,
+        bundle,
+        a.output.as_deref(),
+        stats.bytes_downloaded.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+    )
 }

@@ -12,6 +12,7 @@ use s3dock::release::list::{AppListing, AppSummary, EnvRow};
 use s3dock::release::push::PushRecord;
 use s3dock::release::records::TargetKind;
 use s3dock::release::tag::{short_digest, Tagged};
+use s3dock::transfer::pull::PullReport;
 use s3dock::transfer::stats::human_bytes;
 use serde_json::json;
 use std::sync::OnceLock;
@@ -74,6 +75,76 @@ pub fn stamp(s: &Settings, app: Option<&str>, tag: &str) {
     } else {
         println!("{reference}");
     }
+}
+
+/// What `pull` wrote. `--json`: for one image the object it always was, for a bundle
+/// (several references, or `--env` of every app) `{"images": [...], ...totals}`; a
+/// delta archive adds `layers_omitted` and `bytes_omitted`. A delta archive draws one
+/// warning line (also with `-q`): it is not for `docker load`.
+pub fn pulled(
+    s: &Settings,
+    r: &PullReport,
+    bundle: bool,
+    output: Option<&std::path::Path>,
+    downloaded: u64,
+    secs: f64,
+) -> anyhow::Result<()> {
+    let delta = r.layers_omitted > 0;
+    if delta {
+        let file = output.map_or("the archive".to_string(), |p| p.display().to_string());
+        eprintln!(
+            "s3dock: warning: {file} is a delta archive ({} layer(s), {} left out): docker load cannot read it; s3dock push -i {file} into a store that holds them",
+            r.layers_omitted,
+            human_bytes(r.bytes_omitted)
+        );
+    }
+    if !s.quiet {
+        let omitted = if delta {
+            format!(", {} left out", human_bytes(r.bytes_omitted))
+        } else {
+            String::new()
+        };
+        if let ([img], false) = (r.images.as_slice(), bundle) {
+            eprintln!(
+                "pulled {} {} ({} layers, {} written{omitted}, {} downloaded, {secs:.1}s)",
+                img.reference,
+                img.manifest_digest,
+                img.layers,
+                human_bytes(r.bytes_written),
+                human_bytes(downloaded),
+            );
+        } else {
+            for img in &r.images {
+                eprintln!("pulled {} {}", img.reference, img.manifest_digest);
+            }
+            eprintln!(
+                "{} images, {} distinct layers, {} written{omitted}, {} downloaded, {secs:.1}s",
+                r.images.len(),
+                r.layers_written + r.layers_omitted,
+                human_bytes(r.bytes_written),
+                human_bytes(downloaded),
+            );
+        }
+    }
+    let mut v = match (r.images.as_slice(), bundle) {
+        ([img], false) => {
+            let mut v = serde_json::to_value(img)?;
+            v["bytes_written"] = json!(r.bytes_written);
+            v
+        }
+        _ => serde_json::to_value(r)?,
+    };
+    if !delta {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("layers_omitted");
+            o.remove("bytes_omitted");
+        }
+    } else {
+        v["layers_omitted"] = json!(r.layers_omitted);
+        v["bytes_omitted"] = json!(r.bytes_omitted);
+    }
+    summary(s, &v, output.is_none());
+    Ok(())
 }
 
 /// One line per record or event that was skipped (always shown: the output is incomplete).
