@@ -7,7 +7,7 @@
 
 use crate::codec::{decompressing_reader, detect, Detected, MAX_RATIO};
 use crate::model::digest::Digest;
-use crate::model::image::{our_digest, parse_document, select_platform, Config, Document};
+use crate::model::image::{self, our_digest, parse_document, select_platform, Config, Document};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -63,6 +63,27 @@ pub struct ArchiveImage<T> {
     /// The producer's own manifest for this image, when the archive has one; a push
     /// reuses its exact bytes (and so its digest) when it stores the same layers.
     pub manifest: Option<Bytes>,
+    /// Set when the image is one platform of a multi-platform index read with
+    /// [`Platforms::All`]: the images of one index share it (and their names).
+    pub from_index: Option<FromIndex>,
+}
+
+/// The multi-platform index an image came from, and the image's entry in it.
+#[derive(Debug, Clone)]
+pub struct FromIndex {
+    pub digest: Digest,
+    /// The producer's index, verbatim (a push keeps it when every child keeps its manifest).
+    pub bytes: Bytes,
+    pub descriptor: oci_spec::image::Descriptor,
+}
+
+/// Which images of a multi-platform index to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Platforms<'a> {
+    /// The one for this `os/arch[/variant]`.
+    One(&'a str),
+    /// Every platform (attestation manifests, platform `unknown/unknown`, are left out).
+    All,
 }
 
 /// Metadata files are small; this caps what a hostile archive can make us buffer.
@@ -168,11 +189,21 @@ fn name_digest(path: &str) -> Option<Digest> {
     None
 }
 
-/// Reads a whole archive (optionally gzip or zstd compressed) from `input`.
+/// Reads a whole archive (optionally gzip or zstd compressed) from `input`, taking
+/// `platform` from multi-platform indexes.
 pub fn read_archive<R: Read, S: LayerSink>(
     input: R,
     sink: &mut S,
     platform: &str,
+) -> Result<Vec<ArchiveImage<S::Out>>> {
+    read_archive_for(input, sink, Platforms::One(platform))
+}
+
+/// [`read_archive`], choosing which platforms of multi-platform indexes to read.
+pub fn read_archive_for<R: Read, S: LayerSink>(
+    input: R,
+    sink: &mut S,
+    platforms: Platforms,
 ) -> Result<Vec<ArchiveImage<S::Out>>> {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut buffered = BufReader::with_capacity(
@@ -209,7 +240,7 @@ pub fn read_archive<R: Read, S: LayerSink>(
         }
     })?;
     sink.progress(count.load(std::sync::atomic::Ordering::Relaxed));
-    resolve(&mut contents, sink, platform)
+    resolve(&mut contents, sink, platforms)
 }
 
 fn stream_entries<S: LayerSink>(
@@ -445,7 +476,7 @@ fn check_layers<T>(config: &Config, layers: &[SunkLayer<T>], what: &str) -> Resu
 fn resolve<S: LayerSink>(
     c: &mut Contents<S::Out>,
     sink: &mut S,
-    platform: &str,
+    platforms: Platforms,
 ) -> Result<Vec<ArchiveImage<S::Out>>> {
     if let Some(m) = c.files.get("manifest.json").cloned() {
         let entries: Vec<DockerManifestEntry> =
@@ -492,11 +523,12 @@ fn resolve<S: LayerSink>(
                 config,
                 layers,
                 manifest,
+                from_index: None,
             });
         }
         return Ok(out);
     }
-    let index = c.files.get("index.json").cloned().ok_or_else(|| {
+    let index_json = c.files.get("index.json").cloned().ok_or_else(|| {
         if c.files.keys().any(|k| k.ends_with("/json")) {
             anyhow!("this is a pre-Docker-1.10 archive without manifest.json, which is not supported")
         } else {
@@ -513,59 +545,112 @@ fn resolve<S: LayerSink>(
         bail!("unsupported OCI layout version in oci-layout (need 1.0.0)");
     }
     let Document::Index(index) =
-        parse_document(&index).context("the archive's index.json is not valid")?
+        parse_document(&index_json).context("the archive's index.json is not valid")?
     else {
         bail!("the archive's index.json is not an image index");
     };
+    let top_level_platforms = matches!(platforms, Platforms::All)
+        && index.manifests().len() > 1
+        && index
+            .manifests()
+            .iter()
+            .all(|m| m.platform().is_some() && m.media_type().to_string() != image::OCI_INDEX);
+    let index_bytes = index_json;
     let mut out = Vec::new();
     for desc in index.manifests() {
         let ann = desc.annotations().clone().unwrap_or_default();
-        let mut d = our_digest(desc.digest())?;
-        let mut doc = parse_document(blob(c, &d)?)?;
-        if let Document::Index(child) = &doc {
-            d = our_digest(select_platform(child, platform)?.digest())?;
-            doc = parse_document(blob(c, &d)?)?;
-        }
-        let Document::Manifest(m) = doc else {
-            bail!("nested image index {d} is not supported")
-        };
-        let cd = our_digest(m.config().digest())?;
-        let config = Config::parse(blob(c, &cd)?.clone())?;
-        let mut layers = Vec::new();
-        for l in m.layers() {
-            let ld = our_digest(l.digest())?;
-            let sunk = c.layer(&format!("blobs/sha256/{}", ld.hex()), sink)?;
-            if sunk.file_digest != ld {
-                bail!(
-                    "OCI blob {ld} is corrupt: its content hashes to {}",
-                    sunk.file_digest
-                );
+        let d = our_digest(desc.digest())?;
+        let bytes = blob(c, &d)?.clone();
+        // A nested index is a multi-platform image: one child, or all of them.
+        let children = match (parse_document(&bytes)?, platforms) {
+            (Document::Index(child), Platforms::One(platform)) => {
+                vec![(
+                    our_digest(select_platform(&child, platform)?.digest())?,
+                    None,
+                )]
             }
-            layers.push(sunk);
+            (Document::Index(child), Platforms::All) => {
+                let mut v = Vec::new();
+                for m in child.manifests() {
+                    if m.platform().as_ref().is_some_and(|p| {
+                        p.os().to_string() == "unknown" && p.architecture().to_string() == "unknown"
+                    }) {
+                        continue;
+                    }
+                    let from = FromIndex {
+                        digest: d,
+                        bytes: bytes.clone(),
+                        descriptor: m.clone(),
+                    };
+                    v.push((our_digest(m.digest())?, Some(from)));
+                }
+                v
+            }
+            (Document::Manifest(_), _) => vec![(d, None)],
+        };
+        for (d, mut from_index) in children {
+            // index.json itself listing one manifest per platform is one multi-platform image.
+            if from_index.is_none() && top_level_platforms {
+                from_index = Some(FromIndex {
+                    digest: Digest::of(&index_bytes),
+                    bytes: index_bytes.clone(),
+                    descriptor: desc.clone(),
+                });
+            }
+            let mut img = oci_image(c, sink, &d)?;
+            img.names = ann
+                .get("io.containerd.image.name")
+                .cloned()
+                .into_iter()
+                .collect();
+            img.ref_names = ann
+                .get("org.opencontainers.image.ref.name")
+                .cloned()
+                .into_iter()
+                .collect();
+            img.from_index = from_index;
+            out.push(img);
         }
-        check_layers(&config, &layers, &format!("manifest {d}"))?;
-        let names = ann
-            .get("io.containerd.image.name")
-            .cloned()
-            .into_iter()
-            .collect();
-        let ref_names = ann
-            .get("org.opencontainers.image.ref.name")
-            .cloned()
-            .into_iter()
-            .collect();
-        out.push(ArchiveImage {
-            names,
-            ref_names,
-            config,
-            layers,
-            manifest: Some(blob(c, &d)?.clone()),
-        });
     }
     if out.is_empty() {
         bail!("the archive's index.json lists no images");
     }
     Ok(out)
+}
+
+/// The image whose manifest is blob `d` of an OCI layout, unnamed.
+fn oci_image<S: LayerSink>(
+    c: &mut Contents<S::Out>,
+    sink: &mut S,
+    d: &Digest,
+) -> Result<ArchiveImage<S::Out>> {
+    let manifest = blob(c, d)?.clone();
+    let Document::Manifest(m) = parse_document(&manifest)? else {
+        bail!("nested image index {d} is not supported")
+    };
+    let cd = our_digest(m.config().digest())?;
+    let config = Config::parse(blob(c, &cd)?.clone())?;
+    let mut layers = Vec::new();
+    for l in m.layers() {
+        let ld = our_digest(l.digest())?;
+        let sunk = c.layer(&format!("blobs/sha256/{}", ld.hex()), sink)?;
+        if sunk.file_digest != ld {
+            bail!(
+                "OCI blob {ld} is corrupt: its content hashes to {}",
+                sunk.file_digest
+            );
+        }
+        layers.push(sunk);
+    }
+    check_layers(&config, &layers, &format!("manifest {d}"))?;
+    Ok(ArchiveImage {
+        names: Vec::new(),
+        ref_names: Vec::new(),
+        config,
+        layers,
+        manifest: Some(manifest),
+        from_index: None,
+    })
 }
 
 /// Docker 25+ archives also carry an OCI manifest per image in `index.json`: the
