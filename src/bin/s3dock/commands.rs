@@ -166,6 +166,7 @@ async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
             platform: a.platform.clone(),
             use_index: true,
             resume: true,
+            all_platforms: false,
         };
         let recorded = builder::save_and_push(
             &ctx,
@@ -260,6 +261,7 @@ async fn run_push(s: &Settings, a: PushArgs) -> Result<()> {
         platform: a.platform,
         use_index: !a.no_index,
         resume: !a.no_resume,
+        all_platforms: a.all_platforms,
     };
     let start = Instant::now();
     let pushed = push(
