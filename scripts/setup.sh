@@ -112,7 +112,7 @@ fi
 # ---------------------------------------------------------------- Garage
 GARAGE_VERSION="2.5.0"
 GARAGE_ROOT="${S3DOCK_GARAGE_ROOT:-$HOME/.cache/s3dock/garage}"
-if [ -x "$GARAGE_ROOT/bin/garage" ] && "$GARAGE_ROOT/bin/garage" --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; then
+if [ -x "$GARAGE_ROOT/bin/garage" ] && "$GARAGE_ROOT/bin/garage" --version 2>/dev/null | grep -qF "$GARAGE_VERSION"; then
   log "garage: present ($GARAGE_ROOT/bin/garage)"
 else
   log "garage: cargo install garage@$GARAGE_VERSION into $GARAGE_ROOT (about 12 min on two cores, cached)"
