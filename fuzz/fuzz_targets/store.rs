@@ -154,6 +154,7 @@ async fn drive(root: &Path) {
                 decompress: false,
                 exclude: Default::default(),
                 loadable: false,
+                all_platforms: false,
             };
             let stats = Arc::new(s3dock::transfer::stats::Stats::default());
             let r = s3dock::transfer::pull::pull(
