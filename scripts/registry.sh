@@ -12,7 +12,7 @@
 # Environment:
 #   S3DOCK_TEST_DIR        default /tmp/s3dock-test
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION   S3 credentials for the s3 driver
-#                          (default: the test servers' s3dock-test / s3dock-test-secret / us-east-1)
+#                          (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / us-east-1 from servers.env)
 #   S3DOCK_START_TIMEOUT   seconds to wait for /v2/ to answer 200 (default 30)
 #
 # Notes: the S3 driver is run with AWS_CA_BUNDLE unset (aws-sdk-go v1 crashes at start with it

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start/stop the local S3 servers used by the tests (127.0.0.1 only).
 #
-#   scripts/s3-servers.sh start   # (re)start s3s-fs and moto, create the bucket, write servers.env
+#   scripts/s3-servers.sh start   # (re)start s3s-fs, moto and Garage, create the bucket, write servers.env
 #   scripts/s3-servers.sh stop    # kill exactly the recorded PIDs, remove the s3s-fs data dir
 #   scripts/s3-servers.sh env     # print servers.env
 #
@@ -9,21 +9,28 @@
 #   S3DOCK_TEST_DIR  state dir (default /tmp/s3dock-test): s3s/ data, *.pid, logs/, servers.env
 #   S3DOCK_VENV      venv with moto_server, boto3, awscli (default ~/.cache/s3dock/moto-venv)
 #   S3DOCK_START_TIMEOUT  seconds to wait for each server (default 60)
+#   S3DOCK_GARAGE_ROOT    where scripts/setup.sh installed Garage (default ~/.cache/s3dock/garage);
+#                         without it Garage is skipped (tests that need it fail under
+#                         S3DOCK_REQUIRE_PEERS=1)
 set -euo pipefail
 
 TEST_DIR="${S3DOCK_TEST_DIR:-/tmp/s3dock-test}"
 VENV="${S3DOCK_VENV:-$HOME/.cache/s3dock/moto-venv}"
 TIMEOUT="${S3DOCK_START_TIMEOUT:-60}"
 
-ACCESS_KEY=s3dock-test
-SECRET_KEY=s3dock-test-secret
+# Garage only takes key ids of the form GK + 24 hex digits and 64-hex secrets; the other
+# servers take anything, so one key serves all three.
+ACCESS_KEY=GK5d0c4e3a7e6b2f10c0ffee01
+SECRET_KEY=5d0c4e3a7e6b2f10c0ffee015d0c4e3a7e6b2f10c0ffee015d0c4e3a7e6b2f10
 REGION=us-east-1
 BUCKET=s3dock-test
 
 ENV_FILE="$TEST_DIR/servers.env"
 DATA_DIR="$TEST_DIR/s3s"
 LOG_DIR="$TEST_DIR/logs"
-SERVERS=(s3s moto)
+SERVERS=(s3s moto garage)
+GARAGE_ROOT="${S3DOCK_GARAGE_ROOT:-$HOME/.cache/s3dock/garage}"
+GARAGE_DIR="$TEST_DIR/garage"
 
 log() { printf 's3-servers: %s\n' "$*" >&2; }
 die() { printf 's3-servers: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -96,7 +103,7 @@ stop_one() {
 do_stop() {
   local s
   for s in "${SERVERS[@]}"; do stop_one "$s"; done
-  rm -rf "$DATA_DIR"
+  rm -rf "$DATA_DIR" "$GARAGE_DIR"
   rm -f "$ENV_FILE"
 }
 
@@ -169,6 +176,52 @@ s3.head_bucket(Bucket=bucket)
 EOF
 }
 
+# start_garage: a single node (replication 1, sqlite metadata) on three free ports, the
+# shared key imported and the bucket created. Sets GARAGE_PORT. Region us-east-1, so
+# clients need no --region.
+start_garage() {
+  local bin="$GARAGE_ROOT/bin/garage" rpc admin conf id i
+  rm -rf "$GARAGE_DIR"
+  mkdir -p "$GARAGE_DIR/meta" "$GARAGE_DIR/data"
+  rpc=$(free_port)
+  admin=$(free_port)
+  GARAGE_PORT=$(free_port)
+  conf="$GARAGE_DIR/garage.toml"
+  cat >"$conf" <<EOF
+metadata_dir = "$GARAGE_DIR/meta"
+data_dir = "$GARAGE_DIR/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))')"
+
+[s3_api]
+s3_region = "$REGION"
+api_bind_addr = "127.0.0.1:$GARAGE_PORT"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+admin_token = "$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(16))')"
+EOF
+  spawn "$LOG_DIR/garage.log" env RUST_LOG=warn "$bin" -c "$conf" server
+  echo "$pid $conf" >"$TEST_DIR/garage.pid"
+  wait_http garage "$pid" "$conf" "http://127.0.0.1:$GARAGE_PORT/" || return 1
+  g() { "$bin" -c "$conf" "$@" >>"$LOG_DIR/garage-admin.log" 2>&1; }
+  for ((i = 0; i < 100; i++)); do
+    id=$("$bin" -c "$conf" node id -q 2>>"$LOG_DIR/garage-admin.log") && break
+    sleep 0.1
+  done
+  [ -n "${id:-}" ] || return 1
+  g layout assign -z dc1 -c 10G "${id%%@*}" && g layout apply --version 1 \
+    && g key import --yes -n s3dock-test "$ACCESS_KEY" "$SECRET_KEY" \
+    && g bucket create "$BUCKET" \
+    && g bucket allow --read --write --owner "$BUCKET" --key "$ACCESS_KEY" \
+    || { tail -n 20 "$LOG_DIR/garage-admin.log" >&2; return 1; }
+  log "started garage on 127.0.0.1:$GARAGE_PORT (pid $pid)"
+}
+
 do_start() {
   local s3s_bin s3s_port moto_port
   [ -x "$VENV/bin/moto_server" ] || die "moto_server not found in $VENV (run scripts/setup.sh)"
@@ -192,10 +245,19 @@ do_start() {
   create_bucket "http://127.0.0.1:$moto_port" >"$LOG_DIR/create-bucket-moto.log" 2>&1 \
     || { cat "$LOG_DIR/create-bucket-moto.log" >&2; do_stop; die "could not create bucket on moto"; }
 
+  local garage_line="# Garage not installed in $GARAGE_ROOT (scripts/setup.sh installs it)"
+  if [ -x "$GARAGE_ROOT/bin/garage" ]; then
+    start_garage || { do_stop; die "could not start garage (logs in $LOG_DIR)"; }
+    garage_line="export S3DOCK_TEST_GARAGE=http://127.0.0.1:$GARAGE_PORT"
+  else
+    log "garage: not installed in $GARAGE_ROOT; skipped"
+  fi
+
   cat >"$ENV_FILE.tmp" <<EOF
 export S3DOCK_TEST_DIR=$TEST_DIR
 export S3DOCK_TEST_S3S=http://127.0.0.1:$s3s_port
 export S3DOCK_TEST_MOTO=http://127.0.0.1:$moto_port
+$garage_line
 export S3DOCK_TEST_BUCKET=$BUCKET
 export S3DOCK_TEST_VENV=$VENV
 export AWS_ACCESS_KEY_ID=$ACCESS_KEY
@@ -205,7 +267,7 @@ export AWS_DEFAULT_REGION=$REGION
 export AWS_EC2_METADATA_DISABLED=true
 EOF
   mv "$ENV_FILE.tmp" "$ENV_FILE"
-  log "bucket '$BUCKET' ready on both; env file: $ENV_FILE"
+  log "bucket '$BUCKET' ready; env file: $ENV_FILE"
 }
 
 [ $# -eq 1 ] || die "usage: $0 start|stop|env"

@@ -3,6 +3,8 @@
 #
 #   - apt packages: skopeo, umoci, podman, docker-registry, ... (apt-get update only if something is missing)
 #   - s3s-fs 0.14.1 via cargo install (only if s3s-fs is not found)
+#   - Garage 2.5.0 via cargo install into ~/.cache/s3dock/garage (~12 min on two cores, once;
+#     AGPL: a test peer only, never linked into s3dock)
 #   - moto server + boto3 + pip awscli v1 in a venv at $S3DOCK_VENV (default ~/.cache/s3dock/moto-venv)
 #   - the docker-registry package's own service is stopped and disabled (we start our own instances)
 #
@@ -105,6 +107,19 @@ else
   cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked --quiet \
     || die "cargo install s3s-fs@$S3S_FS_VERSION failed"
   log "s3s-fs: installed in $((SECONDS - ts))s"
+fi
+
+# ---------------------------------------------------------------- Garage
+GARAGE_VERSION="2.5.0"
+GARAGE_ROOT="${S3DOCK_GARAGE_ROOT:-$HOME/.cache/s3dock/garage}"
+if [ -x "$GARAGE_ROOT/bin/garage" ] && "$GARAGE_ROOT/bin/garage" --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; then
+  log "garage: present ($GARAGE_ROOT/bin/garage)"
+else
+  log "garage: cargo install garage@$GARAGE_VERSION into $GARAGE_ROOT (about 12 min on two cores, cached)"
+  ts=$SECONDS
+  cargo install "garage@$GARAGE_VERSION" --locked --quiet --root "$GARAGE_ROOT" \
+    || die "cargo install garage@$GARAGE_VERSION failed"
+  log "garage: installed in $((SECONDS - ts))s"
 fi
 
 # ---------------------------------------------------------------- moto venv

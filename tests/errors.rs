@@ -97,9 +97,10 @@ fn every_error_class_is_one_actionable_line() {
             wants: wants.iter().map(|s| s.to_string()).collect(),
         });
     };
+    let (id, secret) = test_keys();
     let keys = [
-        ("AWS_ACCESS_KEY_ID", "s3dock-test"),
-        ("AWS_SECRET_ACCESS_KEY", "s3dock-test-secret"),
+        ("AWS_ACCESS_KEY_ID", id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
     ];
 
     // No credentials anywhere: which variables or profile to set.
@@ -368,8 +369,8 @@ fn endpoint_without_region_is_quiet() {
             "--endpoint",
             &moto,
         ])
-        .env("AWS_ACCESS_KEY_ID", "s3dock-test")
-        .env("AWS_SECRET_ACCESS_KEY", "s3dock-test-secret")
+        .env("AWS_ACCESS_KEY_ID", test_keys().0)
+        .env("AWS_SECRET_ACCESS_KEY", test_keys().1)
         .env_remove("AWS_REGION")
         .env_remove("AWS_DEFAULT_REGION")
         .env_remove("AWS_EC2_METADATA_DISABLED")
@@ -383,4 +384,10 @@ fn endpoint_without_region_is_quiet() {
         lines.iter().all(|l| l.starts_with("s3dock: error: ")) && lines.len() <= 1,
         "SDK noise on stderr: {err}"
     );
+}
+
+/// The test servers' key (scripts/s3-servers.sh), for commands run with a cleared environment.
+fn test_keys() -> (String, String) {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
 }

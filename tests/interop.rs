@@ -658,26 +658,29 @@ fn registry_fs_serves_dir_store() {
     );
 }
 
-#[test]
-fn registry_s3_serves_moto_store() {
+/// registry:2 with its S3 driver on s3dock's store in one of the test S3 servers.
+fn registry_s3_serves(server: &'static str, short: &str) {
     if !peers_for_docker() || !need_registry() || !need_skopeo() {
         return;
     }
-    let Some(store) = TestStore::s3("moto") else {
-        return;
-    };
-    registry_serves(store, Registry::s3, "mo");
+    if let Some(store) = TestStore::s3(server) {
+        registry_serves(store, Registry::s3, short);
+    }
+}
+
+#[test]
+fn registry_s3_serves_moto_store() {
+    registry_s3_serves("moto", "mo");
 }
 
 #[test]
 fn registry_s3_serves_s3s_store() {
-    if !peers_for_docker() || !need_registry() || !need_skopeo() {
-        return;
-    }
-    let Some(store) = TestStore::s3("s3s") else {
-        return;
-    };
-    registry_serves(store, Registry::s3, "ss");
+    registry_s3_serves("s3s", "ss");
+}
+
+#[test]
+fn registry_s3_serves_garage_store() {
+    registry_s3_serves("garage", "ga");
 }
 
 /// The registry's own maintenance on a store s3dock wrote: `DELETE` by digest through the

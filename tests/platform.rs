@@ -1,7 +1,9 @@
 //! Multi-platform images: pull picks the manifest for `--platform` (default: this host's).
 
 mod common;
+mod interop_support;
 use common::*;
+use interop_support::{check, need_busybox, need_registry, need_skopeo, skopeo, tool};
 
 fn link(dir: &std::path::Path, rel: &str, digest: &str) {
     let p = dir.join(rel);
@@ -220,4 +222,152 @@ fn push_from_an_index_with_an_absent_platform_lists_the_present_ones() {
         None,
     );
     assert_eq!(store.visible_tags(), vec!["idx/app:1"]);
+}
+
+/// `push --all-platforms` stores a multi-platform OCI archive whole: both images, the
+/// index (byte for byte: gzip layers keep every manifest) under the tag, written last.
+/// registry:2 on the store serves the tag as an OCI index (skopeo and curl with the OCI
+/// Accept header), and `pull --platform` picks each image from it. Without the flag one
+/// platform is pushed, as before; with `--platform` too it is an error.
+#[test]
+fn push_all_platforms_stores_the_index_whole() {
+    if !need_busybox() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("multi.tar");
+    let (index, images) = multi_platform_archive(&archive, "1", "push-all");
+    let fx = archive.to_str().unwrap();
+    let mut stores = TestStore::all();
+    if !require("an S3 server for registry:2's S3 driver", stores.len() > 1) {
+        return;
+    }
+    for store in &stores {
+        let err = store.fails(
+            &[
+                "push",
+                "-i",
+                fx,
+                "--all-platforms",
+                "--platform",
+                "linux/amd64",
+                "mp/all:1",
+            ],
+            None,
+        );
+        assert!(
+            err.contains("--all-platforms") && err.contains("--platform"),
+            "{err}"
+        );
+        assert!(store.visible_tags().is_empty(), "[{}]", store.kind);
+
+        let out = store.push_json(&["-i", fx, "--all-platforms", "mp/all:1"], None);
+        let img = &out["images"][0];
+        assert_eq!(
+            img["manifest_digest"],
+            index.as_str(),
+            "[{}] {out}",
+            store.kind
+        );
+        let children = img["platforms"].as_array().unwrap();
+        assert_eq!(children.len(), 2, "[{}] {out}", store.kind);
+        for (c, want) in children.iter().zip(&images) {
+            assert_eq!(c["manifest_digest"], want.manifest_digest.as_str());
+            assert_eq!(c["platform"], format!("linux/{}", want.arch));
+        }
+        let keys = store.keys();
+        for d in images
+            .iter()
+            .flat_map(|i| [&i.manifest_digest, &i.config_digest])
+            .chain([&index])
+        {
+            let hex = d.trim_start_matches("sha256:");
+            assert!(
+                keys.iter()
+                    .any(|k| k.ends_with(&format!("blobs/sha256/{}/{hex}/data", &hex[..2]))),
+                "[{}] blob {d} missing",
+                store.kind
+            );
+        }
+        for i in &images {
+            let hex = i.manifest_digest.trim_start_matches("sha256:");
+            assert!(
+                keys.iter().any(|k| k.ends_with(&format!("mp/all/_manifests/revisions/sha256/{hex}/link"))),
+                "[{}] no revision link for {}",
+                store.kind,
+                i.arch
+            );
+        }
+        for i in &images {
+            let got = summarize_archive(&store.pull(&[
+                "mp/all:1",
+                "--platform",
+                &format!("linux/{}", i.arch),
+            ]));
+            assert_eq!(
+                got[0].config_digest, i.config_digest,
+                "[{}] {}",
+                store.kind, i.arch
+            );
+        }
+        // Without the flag: one platform, as before.
+        let one = store.push_json(&["-i", fx, "--platform", "linux/arm64", "mp/one:1"], None);
+        assert_eq!(
+            one["images"][0]["manifest_digest"],
+            images[1].manifest_digest.as_str()
+        );
+        assert!(one["images"][0].get("platforms").is_none());
+    }
+
+    if !need_registry() || !need_skopeo() {
+        return;
+    }
+    // registry:2 serves the tag as an index, on the directory store and on S3.
+    let s3 = stores.pop().unwrap();
+    let dir = &stores[0];
+    for reg in [
+        interop_support::Registry::fs(dir.dir.as_ref().unwrap().path()),
+        interop_support::Registry::s3(&s3),
+    ] {
+        assert_eq!(
+            interop_support::skopeo_raw_manifest_digest(&reg.docker_ref("mp/all:1")),
+            index
+        );
+        let out = check(tool("curl").args([
+            "-sS",
+            "-f",
+            "-D",
+            "/dev/stderr",
+            "-H",
+            "Accept: application/vnd.oci.image.index.v1+json",
+            &format!("http://{}/v2/mp/all/manifests/1", reg.addr),
+        ]));
+        let headers = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            headers.contains("content-type: application/vnd.oci.image.index.v1+json"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains(&format!("docker-content-digest: {index}")),
+            "{headers}"
+        );
+        let served: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(served["manifests"].as_array().unwrap().len(), 2);
+        // skopeo picks the arm64 child through the registry.
+        let mut c = skopeo();
+        c.args([
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            "arm64",
+            "--config",
+            "--raw",
+        ])
+        .arg(reg.docker_ref("mp/all:1"));
+        let cfg = check(&mut c).stdout;
+        assert_eq!(
+            format!("sha256:{}", sha256_hex(&cfg)),
+            images[1].config_digest
+        );
+    }
 }

@@ -633,8 +633,10 @@ fn versions_out_of_order_on_moto() {
 
 /// N promote processes at once: every promotion is in the audit trail, their
 /// generations are 1..=N with each event's previous state being the one before it,
-/// and the pointer (and its registry tag) ends at the last one.
-fn concurrent_promotions(store: &TestStore) {
+/// and the pointer (and its registry tag) ends at the last one. On a server that
+/// ignores conditional writes (`atomic` false) nothing of that holds: every process
+/// must say so instead, and the pointer still names one of the images.
+fn concurrent_promotions(store: &TestStore, atomic: bool) {
     let app = app_name();
     let mut digests = BTreeMap::new();
     for (i, (archive, comp)) in VARIANTS.iter().enumerate() {
@@ -659,7 +661,18 @@ fn concurrent_promotions(store: &TestStore) {
         .collect();
     for c in children {
         let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        let warned = err.contains("this S3 server ignores conditional writes");
+        assert_eq!(warned, !atomic, "[{}] {err}", store.kind);
+    }
+    if !atomic {
+        let cur = ok_json(store, &["current", &app, "production"]);
+        assert!(
+            digests.values().any(|d| cur["digest"] == d.as_str()),
+            "{cur}"
+        );
+        return;
     }
     let n = digests.len() as u64;
     let events = history(store, &app, &["--event", "promote"]);
@@ -709,13 +722,20 @@ fn concurrent_promotions(store: &TestStore) {
 #[test]
 fn concurrent_promotions_on_moto_lose_nothing() {
     if let Some(s) = TestStore::s3("moto") {
-        concurrent_promotions(&s);
+        concurrent_promotions(&s, true);
     }
 }
 
 #[test]
 fn concurrent_promotions_on_dir_store_lose_nothing() {
-    concurrent_promotions(&TestStore::local());
+    concurrent_promotions(&TestStore::local(), true);
+}
+
+#[test]
+fn concurrent_promotions_on_garage_warn() {
+    if let Some(s) = TestStore::s3("garage") {
+        concurrent_promotions(&s, false);
+    }
 }
 
 // ------------------------------------------------------------------ push metadata
@@ -1503,5 +1523,50 @@ fn qualified_app_names_on_dir_store() {
 fn qualified_app_names_on_moto() {
     if let Some(store) = TestStore::s3("moto") {
         qualified_app_names(&store);
+    }
+}
+
+// ------------------------------------------------------------------ conditional writes
+
+/// Commands that move tags or records ask the store whether it honours conditional
+/// writes: on Garage (which ignores them) push, tag and promote warn once each and say
+/// `"conditional_writes": "ignored"` in --json; moto and the directory store honour
+/// them, with no warning. The probe leaves no object behind.
+#[test]
+fn conditional_writes_are_probed_and_a_server_that_ignores_them_is_named() {
+    let mut stores = vec![(TestStore::local(), "honoured")];
+    stores.extend(TestStore::s3("moto").map(|s| (s, "honoured")));
+    stores.extend(TestStore::s3("garage").map(|s| (s, "ignored")));
+    const WARNING: &str = "this S3 server ignores conditional writes";
+    for (store, want) in &stores {
+        let app = app_name();
+        let archive = fixture("docker25-tiny.tar");
+        let steps: [&[&str]; 3] = [
+            &[
+                "push",
+                "-i",
+                archive.to_str().unwrap(),
+                &format!("{app}:b1"),
+            ],
+            &["tag", &format!("{app}:b1"), "v1.0.0"],
+            &["promote", &format!("{app}:v1.0.0"), "production"],
+        ];
+        for args in steps {
+            let mut a = vec!["--json"];
+            a.extend_from_slice(args);
+            let o = run(store, &a);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "[{}] {args:?}: {err}", store.kind);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["conditional_writes"], *want, "[{}] {args:?}", store.kind);
+            let warnings = err.matches(WARNING).count();
+            let expected = usize::from(*want == "ignored");
+            assert_eq!(warnings, expected, "[{}] {args:?}: {err}", store.kind);
+        }
+        assert!(
+            !store.keys().iter().any(|k| k.contains("s3dock/probe/")),
+            "[{}] a probe object was left behind",
+            store.kind
+        );
     }
 }

@@ -7,5 +7,8 @@
 mod read;
 mod write;
 
-pub use read::{read_archive, ArchiveError, ArchiveImage, LayerEntry, LayerSink, SunkLayer};
+pub use read::{
+    read_archive, read_archive_for, ArchiveError, ArchiveImage, FromIndex, LayerEntry, LayerSink,
+    Platforms, SunkLayer,
+};
 pub use write::{ArchiveEntryImage, ArchiveWriter, Format, OmittedBlob, Writeback};

@@ -9,7 +9,7 @@ use super::write::{DeltaRecord, OmittedBlob, DELTA_ANNOTATION, DELTA_RECORD};
 use crate::codec::{decompressing_reader, detect, Detected, MAX_RATIO};
 use crate::model::digest::Digest;
 use crate::model::image::{
-    layer_compression, our_digest, parse_document, select_platform, Config, Document, Layer,
+    self, layer_compression, our_digest, parse_document, select_platform, Config, Document, Layer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -77,6 +77,27 @@ pub struct ArchiveImage<T> {
     /// The producer's own manifest for this image, when the archive has one; a push
     /// reuses its exact bytes (and so its digest) when it stores the same layers.
     pub manifest: Option<Bytes>,
+    /// Set when the image is one platform of a multi-platform index read with
+    /// [`Platforms::All`]: the images of one index share it (and their names).
+    pub from_index: Option<FromIndex>,
+}
+
+/// The multi-platform index an image came from, and the image's entry in it.
+#[derive(Debug, Clone)]
+pub struct FromIndex {
+    pub digest: Digest,
+    /// The producer's index, verbatim (a push keeps it when every child keeps its manifest).
+    pub bytes: Bytes,
+    pub descriptor: oci_spec::image::Descriptor,
+}
+
+/// Which images of a multi-platform index to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Platforms<'a> {
+    /// The one for this `os/arch[/variant]`.
+    One(&'a str),
+    /// Every platform (attestation manifests, platform `unknown/unknown`, are left out).
+    All,
 }
 
 /// Metadata files are small; this caps what a hostile archive can make us buffer.
@@ -182,11 +203,21 @@ fn name_digest(path: &str) -> Option<Digest> {
     None
 }
 
-/// Reads a whole archive (optionally gzip or zstd compressed) from `input`.
+/// Reads a whole archive (optionally gzip or zstd compressed) from `input`, taking
+/// `platform` from multi-platform indexes.
 pub fn read_archive<R: Read, S: LayerSink>(
     input: R,
     sink: &mut S,
     platform: &str,
+) -> Result<Vec<ArchiveImage<S::Out>>> {
+    read_archive_for(input, sink, Platforms::One(platform))
+}
+
+/// [`read_archive`], choosing which platforms of multi-platform indexes to read.
+pub fn read_archive_for<R: Read, S: LayerSink>(
+    input: R,
+    sink: &mut S,
+    platforms: Platforms,
 ) -> Result<Vec<ArchiveImage<S::Out>>> {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut buffered = BufReader::with_capacity(
@@ -223,7 +254,7 @@ pub fn read_archive<R: Read, S: LayerSink>(
         }
     })?;
     sink.progress(count.load(std::sync::atomic::Ordering::Relaxed));
-    resolve(&mut contents, sink, platform)
+    resolve(&mut contents, sink, platforms)
 }
 
 fn stream_entries<S: LayerSink>(
@@ -481,7 +512,7 @@ fn check_layers<T>(config: &Config, layers: &[SunkLayer<T>], what: &str) -> Resu
 fn resolve<S: LayerSink>(
     c: &mut Contents<S::Out>,
     sink: &mut S,
-    platform: &str,
+    platforms: Platforms,
 ) -> Result<Vec<ArchiveImage<S::Out>>> {
     // A delta archive is read through index.json only (it has no manifest.json).
     let omitted: Option<HashMap<Digest, OmittedBlob>> = match c.files.get(DELTA_RECORD) {
@@ -543,11 +574,12 @@ fn resolve<S: LayerSink>(
                 config,
                 layers,
                 manifest,
+                from_index: None,
             });
         }
         return Ok(out);
     }
-    let index = c.files.get("index.json").cloned().ok_or_else(|| {
+    let index_json = c.files.get("index.json").cloned().ok_or_else(|| {
         if c.files.keys().any(|k| k.ends_with("/json")) {
             anyhow!("this is a pre-Docker-1.10 archive without manifest.json, which is not supported")
         } else {
@@ -566,7 +598,7 @@ fn resolve<S: LayerSink>(
         }
     }
     let Document::Index(index) =
-        parse_document(&index).context("the archive's index.json is not valid")?
+        parse_document(&index_json).context("the archive's index.json is not valid")?
     else {
         bail!("the archive's index.json is not an image index");
     };
@@ -577,86 +609,139 @@ fn resolve<S: LayerSink>(
     if marked && omitted.is_none() {
         bail!("the archive's index.json marks a delta archive but its {DELTA_RECORD} is missing: the archive is damaged");
     }
+    let top_level_platforms = matches!(platforms, Platforms::All)
+        && index.manifests().len() > 1
+        && index
+            .manifests()
+            .iter()
+            .all(|m| m.platform().is_some() && m.media_type().to_string() != image::OCI_INDEX);
+    let index_bytes = index_json;
     let mut out = Vec::new();
     for desc in index.manifests() {
         let ann = desc.annotations().clone().unwrap_or_default();
-        let mut d = our_digest(desc.digest())?;
-        let mut doc = parse_document(blob(c, &d)?)?;
-        if let Document::Index(child) = &doc {
-            d = our_digest(select_platform(child, platform)?.digest())?;
-            doc = parse_document(blob(c, &d)?)?;
-        }
-        let Document::Manifest(m) = doc else {
-            bail!("nested image index {d} is not supported")
-        };
-        let cd = our_digest(m.config().digest())?;
-        let config = Config::parse(blob(c, &cd)?.clone())?;
-        if m.layers().len() != config.diff_ids.len() {
-            bail!(
-                "manifest {d} lists {} layers but its config {cd} has {} diff_ids",
-                m.layers().len(),
-                config.diff_ids.len()
-            );
-        }
-        let mut layers = Vec::new();
-        for (l, diff_id) in m.layers().iter().zip(&config.diff_ids) {
-            let ld = our_digest(l.digest())?;
-            let path = format!("blobs/sha256/{}", ld.hex());
-            if let Some(o) = omitted.as_ref().and_then(|o| o.get(&ld)) {
-                if !c.has(&path) {
-                    if o.size != l.size() {
-                        bail!(
-                            "layer {ld} is {} bytes in manifest {d} but {} in the archive's {DELTA_RECORD}: the archive is damaged",
-                            l.size(),
-                            o.size
-                        );
+        let d = our_digest(desc.digest())?;
+        let bytes = blob(c, &d)?.clone();
+        // A nested index is a multi-platform image: one child, or all of them.
+        let children = match (parse_document(&bytes)?, platforms) {
+            (Document::Index(child), Platforms::One(platform)) => {
+                vec![(
+                    our_digest(select_platform(&child, platform)?.digest())?,
+                    None,
+                )]
+            }
+            (Document::Index(child), Platforms::All) => {
+                let mut v = Vec::new();
+                for m in child.manifests() {
+                    if m.platform().as_ref().is_some_and(|p| {
+                        p.os().to_string() == "unknown" && p.architecture().to_string() == "unknown"
+                    }) {
+                        continue;
                     }
-                    let layer = Layer {
-                        digest: ld,
-                        size: o.size,
-                        compression: layer_compression(l.media_type().as_ref())?,
-                        diff_id: *diff_id,
+                    let from = FromIndex {
+                        digest: d,
+                        bytes: bytes.clone(),
+                        descriptor: m.clone(),
                     };
-                    layers.push(SunkLayer {
-                        file_digest: ld,
-                        diff_id: *diff_id,
-                        out: sink.omitted(&layer)?,
-                    });
-                    continue;
+                    v.push((our_digest(m.digest())?, Some(from)));
                 }
+                v
             }
-            let sunk = c.layer(&path, sink)?;
-            if sunk.file_digest != ld {
-                bail!(
-                    "OCI blob {ld} is corrupt: its content hashes to {}",
-                    sunk.file_digest
-                );
+            (Document::Manifest(_), _) => vec![(d, None)],
+        };
+        for (d, mut from_index) in children {
+            // index.json itself listing one manifest per platform is one multi-platform image.
+            if from_index.is_none() && top_level_platforms {
+                from_index = Some(FromIndex {
+                    digest: Digest::of(&index_bytes),
+                    bytes: index_bytes.clone(),
+                    descriptor: desc.clone(),
+                });
             }
-            layers.push(sunk);
+            let mut img = oci_image(c, sink, &d, omitted.as_ref())?;
+            img.names = ann
+                .get("io.containerd.image.name")
+                .cloned()
+                .into_iter()
+                .collect();
+            img.ref_names = ann
+                .get("org.opencontainers.image.ref.name")
+                .cloned()
+                .into_iter()
+                .collect();
+            img.from_index = from_index;
+            out.push(img);
         }
-        check_layers(&config, &layers, &format!("manifest {d}"))?;
-        let names = ann
-            .get("io.containerd.image.name")
-            .cloned()
-            .into_iter()
-            .collect();
-        let ref_names = ann
-            .get("org.opencontainers.image.ref.name")
-            .cloned()
-            .into_iter()
-            .collect();
-        out.push(ArchiveImage {
-            names,
-            ref_names,
-            config,
-            layers,
-            manifest: Some(blob(c, &d)?.clone()),
-        });
     }
     if out.is_empty() {
         bail!("the archive's index.json lists no images");
     }
     Ok(out)
+}
+
+/// The image whose manifest is blob `d` of an OCI layout, unnamed.
+fn oci_image<S: LayerSink>(
+    c: &mut Contents<S::Out>,
+    sink: &mut S,
+    d: &Digest,
+    omitted: Option<&HashMap<Digest, OmittedBlob>>,
+) -> Result<ArchiveImage<S::Out>> {
+    let manifest = blob(c, d)?.clone();
+    let Document::Manifest(m) = parse_document(&manifest)? else {
+        bail!("nested image index {d} is not supported")
+    };
+    let cd = our_digest(m.config().digest())?;
+    let config = Config::parse(blob(c, &cd)?.clone())?;
+    if m.layers().len() != config.diff_ids.len() {
+        bail!(
+            "manifest {d} lists {} layers but its config {cd} has {} diff_ids",
+            m.layers().len(),
+            config.diff_ids.len()
+        );
+    }
+    let mut layers = Vec::new();
+    for (l, diff_id) in m.layers().iter().zip(&config.diff_ids) {
+        let ld = our_digest(l.digest())?;
+        let path = format!("blobs/sha256/{}", ld.hex());
+        // A delta archive leaves out what the far store already has: the sink checks it there.
+        if let Some(o) = omitted.and_then(|o| o.get(&ld)).filter(|_| !c.has(&path)) {
+            if o.size != l.size() {
+                bail!(
+                    "layer {ld} is {} bytes in manifest {d} but {} in the archive's {DELTA_RECORD}: the archive is damaged",
+                    l.size(),
+                    o.size
+                );
+            }
+            let layer = Layer {
+                digest: ld,
+                size: o.size,
+                compression: layer_compression(l.media_type().as_ref())?,
+                diff_id: *diff_id,
+            };
+            layers.push(SunkLayer {
+                file_digest: ld,
+                diff_id: *diff_id,
+                out: sink.omitted(&layer)?,
+            });
+            continue;
+        }
+        let sunk = c.layer(&path, sink)?;
+        if sunk.file_digest != ld {
+            bail!(
+                "OCI blob {ld} is corrupt: its content hashes to {}",
+                sunk.file_digest
+            );
+        }
+        layers.push(sunk);
+    }
+    check_layers(&config, &layers, &format!("manifest {d}"))?;
+    Ok(ArchiveImage {
+        names: Vec::new(),
+        ref_names: Vec::new(),
+        config,
+        layers,
+        manifest: Some(manifest),
+        from_index: None,
+    })
 }
 
 /// Docker 25+ archives also carry an OCI manifest per image in `index.json`: the

@@ -162,6 +162,16 @@ pub fn build_manifest_as(config: &Config, layers: &[Layer], oci: bool) -> Result
     Ok(serde_json::to_vec(&m)?.into())
 }
 
+/// An OCI image index over `manifests` (descriptors with their platforms).
+pub fn build_index(manifests: Vec<Descriptor>) -> Result<Bytes> {
+    let i = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()?;
+    Ok(serde_json::to_vec(&i)?.into())
+}
+
 /// What a stored manifest or index document is.
 pub enum Document {
     Manifest(Box<ImageManifest>),

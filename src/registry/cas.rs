@@ -3,7 +3,9 @@
 //! from the read when another writer won. Generic over how the value is read and
 //! written, so records and registry links can share it.
 
+use super::Registry;
 use anyhow::{bail, Result};
+use bytes::Bytes;
 use std::future::Future;
 
 /// How often a conditional write is retried after losing to another writer.
@@ -96,4 +98,49 @@ mod tests {
         let u = update("doc", read, write, |_| Ok(None)).await.unwrap();
         assert_eq!((u.previous, u.written), (Some(11), None));
     }
+}
+
+/// Whether a store refuses conditional writes it must refuse. Some S3-compatible
+/// servers (Garage 2.5) accept `If-None-Match: *` and `If-Match` and write anyway, so
+/// every compare-and-swap above silently becomes last-writer-wins there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConditionalWrites {
+    Honoured,
+    Ignored,
+    /// The probe could not write (read-only credentials, an http store).
+    Unknown,
+}
+
+/// Asks the server: a create of an existing key and a replace at a wrong etag must
+/// both be refused. Four small requests on a fresh key that is deleted after (cheap
+/// next to any command that moves a tag); a store that cannot be written to (an http
+/// store, read-only credentials) answers `Unknown`.
+pub async fn probe(store: &Registry) -> ConditionalWrites {
+    let key = store
+        .layout()
+        .conditional_write_probe(&uuid::Uuid::new_v4().simple().to_string());
+    let body = || Bytes::from_static(b"s3dock conditional-write probe\n");
+    let wrong = "\"00000000000000000000000000000000\"";
+    // (etag, the answer an honest server gives): create, create again, replace at a wrong etag.
+    let steps = [(None, true), (None, false), (Some(wrong), false)];
+    let mut answer = ConditionalWrites::Honoured;
+    for (etag, expected) in steps {
+        match store.create_or_replace(&key, body(), etag).await {
+            Ok(written) if written == expected => {}
+            Ok(_) => {
+                answer = ConditionalWrites::Ignored;
+                break;
+            }
+            Err(e) => {
+                tracing::debug!("conditional-write probe: {e:#}");
+                answer = ConditionalWrites::Unknown;
+                break;
+            }
+        }
+    }
+    if let Err(e) = store.delete(&key).await {
+        tracing::debug!("conditional-write probe: cannot delete {key}: {e:#}");
+    }
+    answer
 }

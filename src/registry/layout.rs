@@ -147,6 +147,12 @@ impl Layout {
         self.join("s3dock/gc/leases/")
     }
 
+    /// An object [`super::cas::probe`] writes, and deletes, to learn whether the server
+    /// honours conditional writes. One per probe, so concurrent probes never meet.
+    pub fn conditional_write_probe(&self, id: &str) -> String {
+        self.join(&format!("s3dock/probe/{id}"))
+    }
+
     pub fn diffid_index_prefix(&self) -> String {
         self.join("s3dock/index/diffid/")
     }

@@ -62,9 +62,19 @@ pub async fn record_push(
             r.tag_or_latest().unwrap_or("latest").to_string(),
         );
         let cfg = store.get_small_blob(&p.config_digest).await?;
-        let platform = Config::parse(cfg.clone())
-            .ok()
-            .map(|c| format!("{}/{}", c.os, c.architecture));
+        let platform = if p.platforms.is_empty() {
+            Config::parse(cfg.clone())
+                .ok()
+                .map(|c| format!("{}/{}", c.os, c.architecture))
+        } else {
+            // A multi-platform index: every platform it holds.
+            let all: Vec<String> = p
+                .platforms
+                .iter()
+                .filter_map(|c| c.platform.clone())
+                .collect();
+            Some(all.join(","))
+        };
         let git = git.clone().or_else(|| git_for(&tag, &cfg));
         let size = cfg.len() as u64 + p.layers.iter().map(|l| l.size).sum::<u64>();
         let mut compressions: Vec<&str> = p.layers.iter().map(|l| l.compression.name()).collect();

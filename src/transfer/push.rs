@@ -2,10 +2,15 @@
 //! archive streams in (see `archive::read`); the tag is written only after every
 //! blob and the manifest are stored and verified.
 
-use crate::archive::{read_archive, ArchiveImage, LayerEntry, LayerSink, OmittedBlob, SunkLayer};
+use crate::archive::{
+    read_archive_for, ArchiveImage, LayerEntry, LayerSink, OmittedBlob, Platforms, SunkLayer,
+};
 use crate::codec::{copy_large, Compression};
 use crate::model::digest::{Digest, Hasher};
-use crate::model::image::{build_manifest, host_platform, Config, Layer};
+use crate::model::image::{
+    build_index, build_manifest, host_platform, oci_digest, our_digest, parse_document, Config,
+    Document, Layer,
+};
 use crate::model::reference::Reference;
 use crate::registry::gclock::Lease;
 use crate::registry::{BlobUpload, PendingUpload, Registry, UploadOutcome, Uploader};
@@ -29,6 +34,9 @@ pub struct PushOptions {
     pub use_index: bool,
     /// Continue multipart uploads that interrupted pushes left open.
     pub resume: bool,
+    /// Push a multi-platform index whole (every platform's image, then the index under
+    /// the tag) instead of picking one platform.
+    pub all_platforms: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,6 +47,12 @@ pub struct PushedImage {
     pub layers: Vec<Layer>,
     /// What the tag pointed to before, when it moved.
     pub previous: Option<Digest>,
+    /// `os/arch[/variant]` of the image (None for a multi-platform index).
+    pub platform: Option<String>,
+    /// For a multi-platform index (`manifest_digest`): each platform's image; `config_digest`
+    /// is then the first one's and `layers` all of theirs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PushedImage>,
 }
 
 /// Index record: the stored blob for a (diff_id, compression) pair.
@@ -258,9 +272,26 @@ impl LayerSink for PushSink {
     }
 }
 
-/// Which references each image in the archive is pushed as.
+/// The archive's images as pushed: one image, or the images of one multi-platform
+/// index (read with all platforms), which share a tag.
+fn groups<T>(images: &[ArchiveImage<T>]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let index = img.from_index.as_ref().map(|f| f.digest);
+        match out.iter_mut().find(|g| {
+            index.is_some() && images[g[0]].from_index.as_ref().map(|f| f.digest) == index
+        }) {
+            Some(g) => g.push(i),
+            None => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+/// Which references each group of images (see [`groups`]) is pushed as.
 fn targets(
     images: &[ArchiveImage<Layer>],
+    groups: &[Vec<usize>],
     reference: Option<&Reference>,
 ) -> Result<Vec<(usize, Reference)>> {
     let parsed = |img: &ArchiveImage<Layer>| -> Vec<Reference> {
@@ -275,28 +306,30 @@ fn targets(
             if r.digest.is_some() {
                 bail!("push takes a tag, not a digest: {r}");
             }
-            if images.len() == 1 {
+            if groups.len() == 1 {
                 return Ok(vec![(0, r.clone())]);
             }
             let tag = r.tag_or_latest().unwrap_or("latest");
-            for (i, img) in images.iter().enumerate() {
+            for (g, group) in groups.iter().enumerate() {
+                let img = &images[group[0]];
                 let named = parsed(img)
                     .iter()
                     .any(|p| p.name == r.name && p.tag_or_latest() == Some(tag));
                 if named || img.ref_names.iter().any(|t| t == tag) {
-                    return Ok(vec![(i, r.clone())]);
+                    return Ok(vec![(g, r.clone())]);
                 }
             }
             let all: Vec<String> = images.iter().flat_map(|i| i.names.clone()).collect();
             bail!(
                 "the archive holds {} images and none is tagged {r} (it has: {})",
-                images.len(),
+                groups.len(),
                 all.join(", ")
             )
         }
         None => {
             let mut out = Vec::new();
-            for (i, img) in images.iter().enumerate() {
+            for (g, group) in groups.iter().enumerate() {
+                let img = &images[group[0]];
                 let refs = parsed(img);
                 if refs.is_empty() {
                     bail!("image {} in the archive has no tag: name the target, e.g. s3dock push myapp:1.0", img.config.digest);
@@ -305,7 +338,7 @@ fn targets(
                     if r.tag.is_none() {
                         r.tag = Some("latest".into());
                     }
-                    (i, r)
+                    (g, r)
                 }));
             }
             Ok(out)
@@ -328,6 +361,9 @@ pub async fn push<R: Read + Send + 'static>(
     stats: Arc<Stats>,
     show_progress: bool,
 ) -> Result<Vec<PushedImage>> {
+    if opts.all_platforms && opts.platform.is_some() {
+        bail!("--all-platforms pushes every platform: drop --platform (or --all-platforms)");
+    }
     let lease = Lease::acquire(store).await?;
     let r = push_leased(
         store,
@@ -362,9 +398,15 @@ async fn push_leased<R: Read + Send + 'static>(
         pending: Vec::new(),
     };
     let platform = opts.platform.clone().unwrap_or_else(host_platform);
+    let all = opts.all_platforms;
     let (images, mut sink) = tokio::task::spawn_blocking(move || {
         let mut input = input;
-        let r = read_archive(&mut input, &mut sink, &platform);
+        let which = if all {
+            Platforms::All
+        } else {
+            Platforms::One(&platform)
+        };
+        let r = read_archive_for(&mut input, &mut sink, which);
         // Producers (podman save, tar) may still be writing padding after the end
         // marker: read it rather than let them die of SIGPIPE and fail the pipeline.
         if r.is_ok() {
@@ -395,19 +437,24 @@ async fn push_leased<R: Read + Send + 'static>(
         return Err(e);
     }
     let images = images?;
-    let targets = targets(&images, reference.as_ref())?;
+    let groups = groups(&images);
+    let targets = targets(&images, &groups, reference.as_ref())?;
     if let Some(p) = &opts.platform {
-        for (i, r) in &targets {
-            images[*i]
+        for (g, r) in &targets {
+            images[groups[*g][0]]
                 .config
                 .check_platform(p, &format!("image {r} in the archive"))?;
         }
     }
     let mut pushed = Vec::new();
-    for (i, r) in targets {
-        let img = &images[i];
-        pushed
-            .push(commit_image(store, &img.config, &img.layers, img.manifest.as_ref(), &r).await?);
+    for (g, r) in targets {
+        let group: Vec<&ArchiveImage<Layer>> = groups[g].iter().map(|i| &images[*i]).collect();
+        pushed.push(match group.as_slice() {
+            [img] if img.from_index.is_none() => {
+                commit_image(store, &img.config, &img.layers, img.manifest.as_ref(), &r).await?
+            }
+            _ => commit_index(store, &group, &r).await?,
+        });
     }
     Ok(pushed)
 }
@@ -455,6 +502,59 @@ fn describes(manifest: &[u8], config: &Config, layers: &[Layer]) -> bool {
         })
 }
 
+/// Stores config and manifest and links everything into `repo`, without tagging:
+/// returns the manifest's digest and bytes.
+async fn store_image(
+    store: &Registry,
+    config: &Config,
+    layers: &[Layer],
+    source_manifest: Option<&Bytes>,
+    repo: &str,
+) -> Result<(Digest, Bytes)> {
+    for l in layers {
+        // Each layer blob was verified as it streamed; confirm it is really in the store.
+        if store.blob_size(&l.digest).await?.is_none() {
+            bail!("layer {} is missing from the store after upload", l.digest);
+        }
+    }
+    store
+        .put_small_blob(&config.digest, config.bytes.clone())
+        .await?;
+    let manifest = match source_manifest.filter(|m| describes(m, config, layers)) {
+        Some(m) => m.clone(),
+        None => build_manifest(config, layers)?,
+    };
+    let md = Digest::of(&manifest);
+    store.put_small_blob(&md, manifest.clone()).await?;
+    for d in layers
+        .iter()
+        .map(|l| &l.digest)
+        .chain(std::iter::once(&config.digest))
+    {
+        store.link_layer(repo, d).await?;
+    }
+    store.link_revision(repo, &md).await?;
+    Ok((md, manifest))
+}
+
+/// The commit point: checks that every blob the tag will need is still there (gc cannot
+/// remove one while our lease is held; this catches a lease that lapsed), then moves
+/// the tag to `md`. Returns what the tag held before, when it moved.
+pub async fn tag_checked(
+    store: &Registry,
+    r: &Reference,
+    blobs: &[Digest],
+    md: &Digest,
+) -> Result<Option<Digest>> {
+    for d in blobs.iter().chain([md]) {
+        if store.blob_size(d).await?.is_none() {
+            bail!("blob {d} vanished from the store before {r} was tagged (was gc run with a clock far off?); push again");
+        }
+    }
+    let tag = r.tag_or_latest().expect("push references carry a tag");
+    Ok(store.set_tag(&r.name, tag, md).await?.filter(|p| p != md))
+}
+
 /// Stores config and manifest, links everything into the repository, then moves the tag.
 pub async fn commit_image(
     store: &Registry,
@@ -464,48 +564,100 @@ pub async fn commit_image(
     r: &Reference,
 ) -> Result<PushedImage> {
     let layers: Vec<Layer> = layers.iter().map(|l| l.out.clone()).collect();
-    for l in &layers {
-        // Each layer blob was verified as it streamed; confirm it is really in the store.
-        if store.blob_size(&l.digest).await?.is_none() {
-            bail!("layer {} is missing from the store after upload", l.digest);
-        }
-    }
-    store
-        .put_small_blob(&config.digest, config.bytes.clone())
-        .await?;
-    let manifest = match source_manifest.filter(|m| describes(m, config, &layers)) {
-        Some(m) => m.clone(),
-        None => build_manifest(config, &layers)?,
-    };
-    let md = Digest::of(&manifest);
-    store.put_small_blob(&md, manifest).await?;
-    let repo = &r.name;
-    for d in layers
+    let (md, _) = store_image(store, config, &layers, source_manifest, &r.name).await?;
+    let blobs: Vec<Digest> = layers
         .iter()
-        .map(|l| &l.digest)
-        .chain(std::iter::once(&config.digest))
-    {
-        store.link_layer(repo, d).await?;
-    }
-    store.link_revision(repo, &md).await?;
-    // Last check before the commit point: every blob the tag will need is still there
-    // (gc cannot remove one while our lease is held; this catches a lease that lapsed).
-    for d in layers
-        .iter()
-        .map(|l| &l.digest)
-        .chain([&config.digest, &md])
-    {
-        if store.blob_size(d).await?.is_none() {
-            bail!("blob {d} vanished from the store before {r} was tagged (was gc run with a clock far off?); push again");
-        }
-    }
+        .map(|l| l.digest)
+        .chain([config.digest])
+        .collect();
+    let previous = tag_checked(store, r, &blobs, &md).await?;
     let tag = r.tag_or_latest().expect("push references carry a tag");
-    let previous = store.set_tag(repo, tag, &md).await?.filter(|p| *p != md);
     Ok(PushedImage {
-        reference: Reference::with_tag(repo, tag).to_string(),
+        reference: Reference::with_tag(&r.name, tag).to_string(),
         manifest_digest: md,
         config_digest: config.digest,
         layers,
         previous,
+        platform: Some(config.platform()),
+        platforms: Vec::new(),
+    })
+}
+
+/// Stores every platform's image of a multi-platform index, then the index, then moves
+/// the tag to the index. The producer's index is kept byte for byte when every image
+/// kept its manifest; otherwise (layers recompressed, attestations left out) an OCI
+/// index over the stored manifests takes its place, with the same platform entries.
+async fn commit_index(
+    store: &Registry,
+    images: &[&ArchiveImage<Layer>],
+    r: &Reference,
+) -> Result<PushedImage> {
+    let from = images[0]
+        .from_index
+        .as_ref()
+        .expect("a group of images comes from an index");
+    let (mut children, mut descriptors, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kept = true;
+    for img in images {
+        let layers: Vec<Layer> = img.layers.iter().map(|l| l.out.clone()).collect();
+        let (md, manifest) =
+            store_image(store, &img.config, &layers, img.manifest.as_ref(), &r.name).await?;
+        let mut desc = img
+            .from_index
+            .as_ref()
+            .expect("every image of the group")
+            .descriptor
+            .clone();
+        kept &= our_digest(desc.digest())? == md;
+        let Document::Manifest(m) = parse_document(&manifest)? else {
+            bail!("manifest {md} is not an image manifest");
+        };
+        if let Some(mt) = m.media_type() {
+            desc.set_media_type(mt.clone());
+        }
+        desc.set_digest(oci_digest(&md));
+        desc.set_size(manifest.len() as u64);
+        descriptors.push(desc);
+        blobs.extend(layers.iter().map(|l| l.digest));
+        blobs.extend([img.config.digest, md]);
+        children.push(PushedImage {
+            reference: r.to_string(),
+            manifest_digest: md,
+            config_digest: img.config.digest,
+            layers,
+            previous: None,
+            platform: Some(img.config.platform()),
+            platforms: Vec::new(),
+        });
+    }
+    let original = match parse_document(&from.bytes)? {
+        Document::Index(i) => i,
+        Document::Manifest(_) => bail!("index {} is not an image index", from.digest),
+    };
+    let same_entries = original.media_type().is_some()
+        && original.manifests().len() == descriptors.len()
+        && original
+            .manifests()
+            .iter()
+            .zip(&descriptors)
+            .all(|(a, b)| a.digest() == b.digest());
+    let index = if kept && same_entries {
+        from.bytes.clone()
+    } else {
+        build_index(descriptors)?
+    };
+    let idx = Digest::of(&index);
+    store.put_small_blob(&idx, index).await?;
+    store.link_revision(&r.name, &idx).await?;
+    let previous = tag_checked(store, r, &blobs, &idx).await?;
+    let tag = r.tag_or_latest().expect("push references carry a tag");
+    Ok(PushedImage {
+        reference: Reference::with_tag(&r.name, tag).to_string(),
+        manifest_digest: idx,
+        config_digest: children[0].config_digest,
+        layers: children.iter().flat_map(|c| c.layers.clone()).collect(),
+        previous,
+        platform: None,
+        platforms: children,
     })
 }

@@ -76,12 +76,13 @@ impl TestStore {
         }
     }
 
-    /// `server` is "s3s" or "moto"; None (a skip) when the server is not running.
+    /// `server` is "s3s", "moto" or "garage"; None (a skip) when the server is not running.
     pub fn s3(server: &'static str) -> Option<TestStore> {
-        let var = if server == "s3s" {
-            "S3DOCK_TEST_S3S"
-        } else {
-            "S3DOCK_TEST_MOTO"
+        let var = match server {
+            "s3s" => "S3DOCK_TEST_S3S",
+            "moto" => "S3DOCK_TEST_MOTO",
+            "garage" => "S3DOCK_TEST_GARAGE",
+            _ => panic!("unknown test S3 server {server}"),
         };
         let endpoint = std::env::var(var).ok();
         if !require(&format!("S3 server {server} ({var})"), endpoint.is_some()) {
@@ -108,6 +109,7 @@ impl TestStore {
         let mut v = vec![TestStore::local()];
         v.extend(TestStore::s3("s3s"));
         v.extend(TestStore::s3("moto"));
+        v.extend(TestStore::s3("garage"));
         v
     }
 
@@ -477,4 +479,118 @@ pub fn generate_archive_file(path: &Path, layers: &[GenLayer], repo_tag: &str) {
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     write_generated_archive(&mut f, layers, repo_tag).unwrap();
     std::io::Write::flush(&mut f).unwrap();
+}
+
+// --- Multi-platform archives ---
+
+/// A gzip-compressed layer tar holding `files` (path, content): (blob bytes, diff_id).
+fn gz_layer(files: &[(&str, &[u8], u32)]) -> (Vec<u8>, String) {
+    let mut ar = tar::Builder::new(Vec::new());
+    for (path, data, mode) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_mtime(0);
+        h.set_cksum();
+        ar.append_data(&mut h, path, *data).unwrap();
+    }
+    let plain = ar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    (
+        gz.finish().unwrap(),
+        format!("sha256:{}", sha256_hex(&plain)),
+    )
+}
+
+/// One platform of a multi-platform test image.
+pub struct PlatformImage {
+    pub arch: &'static str,
+    pub manifest_digest: String,
+    pub config_digest: String,
+}
+
+/// A multi-platform OCI archive as `skopeo copy --all oci-archive:` and buildx write
+/// it: `index.json` names a nested image index (ref name `tag`) over two images,
+/// linux/amd64 with Debian's busybox-static (`/bin/busybox`, runnable here) and
+/// linux/arm64 with other content (`seed` makes both unique). gzip layers, so a push
+/// keeps every manifest and the index byte for byte. Returns the index digest and the
+/// images.
+pub fn multi_platform_archive(path: &Path, tag: &str, seed: &str) -> (String, Vec<PlatformImage>) {
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut descs = Vec::new();
+    let mut images = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let note = format!("{arch} {seed}\n");
+        let files: Vec<(&str, &[u8], u32)> = if arch == "amd64" {
+            vec![
+                ("bin/busybox", &busybox[..], 0o755),
+                ("etc/note", note.as_bytes(), 0o644),
+            ]
+        } else {
+            vec![
+                ("etc/note", note.as_bytes(), 0o644),
+                ("etc/arm", &[7u8; 4096][..], 0o644),
+            ]
+        };
+        let (layer, diff_id) = gz_layer(&files);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Cmd": ["/bin/busybox", "cat", "/etc/note"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": format!("sha256:{}", sha256_hex(&layer)), "size": layer.len()}],
+        }))
+        .unwrap();
+        let md = format!("sha256:{}", sha256_hex(&manifest));
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": manifest.len(),
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+        images.push(PlatformImage {
+            arch,
+            manifest_digest: md,
+            config_digest: format!("sha256:{}", sha256_hex(&config)),
+        });
+        blobs.extend([layer, config, manifest]);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": descs,
+    }))
+    .unwrap();
+    let index_digest = format!("sha256:{}", sha256_hex(&index));
+    let top = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": index_digest, "size": index.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    }))
+    .unwrap();
+    blobs.push(index);
+    let mut ar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        ar.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    for b in &blobs {
+        add(&format!("blobs/sha256/{}", sha256_hex(b)), b);
+    }
+    add("index.json", &top);
+    ar.into_inner().unwrap();
+    (index_digest, images)
 }

@@ -290,6 +290,9 @@ pub struct PushArgs {
     /// Platform to take from a multi-platform archive
     #[arg(long)]
     pub platform: Option<String>,
+    /// Push a multi-platform archive whole: every platform's image, and the index under the tag
+    #[arg(long)]
+    pub all_platforms: bool,
     /// Do not use the store's diff_id index to skip layers already stored
     #[arg(long)]
     pub no_index: bool,

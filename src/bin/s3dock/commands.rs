@@ -28,9 +28,17 @@ async fn open(s: &Settings) -> Result<Registry> {
     Registry::open(&s.store_config(None)?).await
 }
 
+/// The store, for a command that moves tags or records: also asks the server whether
+/// it honours conditional writes (said once on stderr, and in `--json`, when not).
+async fn open_for_update(s: &Settings, store_url: Option<String>) -> Result<Registry> {
+    let store = Registry::open(&s.store_config(store_url)?).await?;
+    render::conditional_writes(s3dock::registry::cas::probe(&store).await);
+    Ok(store)
+}
+
 /// A context for operations that write: the store and the configured actor.
-async fn writer(s: &Settings) -> Result<Ctx> {
-    Ok(Ctx::new(open(s).await?, s.actor.value.as_deref()).await)
+pub(crate) async fn writer(s: &Settings) -> Result<Ctx> {
+    Ok(Ctx::new(open_for_update(s, None).await?, s.actor.value.as_deref()).await)
 }
 
 pub async fn run(s: &Settings, command: Command) -> Result<()> {
@@ -158,6 +166,7 @@ async fn run_build(s: &Settings, a: BuildArgs) -> Result<()> {
             platform: a.platform.clone(),
             use_index: true,
             resume: true,
+            all_platforms: false,
         };
         let recorded = builder::save_and_push(
             &ctx,
@@ -239,7 +248,7 @@ async fn run_push(s: &Settings, a: PushArgs) -> Result<()> {
             (Box::new(f), size)
         }
     };
-    let store = Registry::open(&s.store_config(store_url)?).await?;
+    let store = open_for_update(s, store_url).await?;
     if let Some(r) = &reference {
         check_push_target(&store, r, a.no_clobber).await?;
     } else if a.no_clobber {
@@ -252,6 +261,7 @@ async fn run_push(s: &Settings, a: PushArgs) -> Result<()> {
         platform: a.platform,
         use_index: !a.no_index,
         resume: !a.no_resume,
+        all_platforms: a.all_platforms,
     };
     let start = Instant::now();
     let pushed = push(
@@ -280,7 +290,7 @@ async fn run_push(s: &Settings, a: PushArgs) -> Result<()> {
         "store": store_name(&store),
     });
     if s.json {
-        println!("{summary}");
+        render::json_result(summary.clone());
     }
     if !s.quiet {
         for p in &pushed {

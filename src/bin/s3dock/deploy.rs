@@ -9,7 +9,6 @@ use s3dock::deploy::engine::Engine;
 use s3dock::deploy::switch::Switch;
 use s3dock::deploy::{self, Options, Outcome, Status, Step};
 use s3dock::model::text::printable;
-use s3dock::registry::Registry;
 use s3dock::release::records::{check_app_name, check_env_name};
 use s3dock::release::tag::short_digest;
 use s3dock::release::Ctx;
@@ -52,8 +51,7 @@ fn options(app: &str, env: &str, h: &HostArgs) -> Result<Options> {
 }
 
 async fn ctx(s: &Settings) -> Result<Ctx> {
-    let store = Registry::open(&s.store_config(None)?).await?;
-    Ok(Ctx::new(store, s.actor.value.as_deref()).await)
+    crate::commands::writer(s).await
 }
 
 /// Progress lines on stderr (also without a terminal: a deploy is worth a log).
@@ -86,7 +84,7 @@ fn progress(s: &Settings) -> impl Fn(Step) + Send + Sync + '_ {
 
 fn outcome(s: &Settings, o: &Outcome) -> Result<()> {
     if s.json {
-        println!("{}", serde_json::to_string(o)?);
+        render::json_result(serde_json::to_value(o)?);
     }
     let what = format!(
         "{}:{} ({})",

@@ -12,7 +12,6 @@ use s3dock::lifecycle::verify::{verify, VerifyOptions};
 use s3dock::model::text::printable;
 use s3dock::registry::Registry;
 use s3dock::release::tag::short_digest;
-use s3dock::release::Ctx;
 use s3dock::transfer::stats::human_bytes;
 
 /// `verify` could not check the store (as opposed to finding problems): exit status 2.
@@ -34,7 +33,7 @@ async fn open(s: &Settings) -> Result<Registry> {
 }
 
 pub async fn run_rm(s: &Settings, refs: &[String], force: bool) -> Result<()> {
-    let ctx = Ctx::new(open(s).await?, s.actor.value.as_deref()).await;
+    let ctx = crate::commands::writer(s).await?;
     let mut done = Vec::new();
     // One after the other, stopping at the first refusal: what is done is reported.
     let mut failure = None;
@@ -79,7 +78,7 @@ pub async fn run_prune(s: &Settings, a: PruneArgs) -> Result<()> {
         dry_run: a.dry_run,
         versions: a.versions,
     };
-    let ctx = Ctx::new(open(s).await?, s.actor.value.as_deref()).await;
+    let ctx = crate::commands::writer(s).await?;
     let report: PruneReport = match (a.app.as_deref(), a.all_apps) {
         (Some(app), false) => prune(&ctx, app, &opts).await?,
         (None, true) => prune_all(&ctx, &opts).await?,
@@ -87,7 +86,7 @@ pub async fn run_prune(s: &Settings, a: PruneArgs) -> Result<()> {
         (None, false) => bail!("prune needs an APP (or --all-apps for every app)"),
     };
     if s.json {
-        println!("{}", serde_json::to_string(&report)?);
+        crate::render::json_result(serde_json::to_value(&report)?);
     } else {
         for p in &report.removed {
             println!(

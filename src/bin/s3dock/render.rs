@@ -4,6 +4,7 @@
 
 use crate::settings::Settings;
 use s3dock::model::text::printable;
+use s3dock::registry::cas::ConditionalWrites;
 use s3dock::release::access::Malformed;
 use s3dock::release::audit::{Event, History, What};
 use s3dock::release::env::{Current, Promoted};
@@ -14,6 +15,7 @@ use s3dock::release::tag::{short_digest, Tagged};
 use s3dock::transfer::pull::PullReport;
 use s3dock::transfer::stats::human_bytes;
 use serde_json::json;
+use std::sync::OnceLock;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -22,6 +24,28 @@ pub fn say(s: &Settings, msg: impl std::fmt::Display) {
     if !s.quiet {
         eprintln!("{msg}");
     }
+}
+
+/// What the conditional-write probe found, for commands that ran it.
+static CONDITIONAL_WRITES: OnceLock<ConditionalWrites> = OnceLock::new();
+
+/// Records the probe's answer; the first time it is `Ignored`, says so (always: the
+/// user's updates are at risk, whatever `--quiet` asks).
+pub fn conditional_writes(c: ConditionalWrites) {
+    if CONDITIONAL_WRITES.set(c).is_ok() && c == ConditionalWrites::Ignored {
+        eprintln!(
+            "s3dock: warning: this S3 server ignores conditional writes: concurrent updates may be lost"
+        );
+    }
+}
+
+/// A `--json` object on stdout, with `conditional_writes` (honoured, ignored or
+/// unknown) when the command asked the store.
+pub fn json_result(mut v: serde_json::Value) {
+    if let (Some(o), Some(c)) = (v.as_object_mut(), CONDITIONAL_WRITES.get()) {
+        o.insert("conditional_writes".into(), json!(c));
+    }
+    println!("{v}");
 }
 
 /// A command's `--json` result: on stdout, or as the last line on stderr when stdout
@@ -174,9 +198,8 @@ pub fn tagged(s: &Settings, t: &Tagged) {
             format!("{app}:{version} already names {app}:{image_tag} ({digest}): nothing changed"),
         );
         if s.json {
-            println!(
-                "{}",
-                json!({"app": app, "version": version, "image_tag": image_tag, "digest": digest, "unchanged": true})
+            json_result(
+                json!({"app": app, "version": version, "image_tag": image_tag, "digest": digest, "unchanged": true}),
             );
         }
         return;
@@ -195,11 +218,10 @@ pub fn tagged(s: &Settings, t: &Tagged) {
         ),
     }
     if s.json {
-        println!(
-            "{}",
+        json_result(
             json!({"app": app, "version": version, "image_tag": image_tag, "digest": digest,
                 "previous": t.previous.as_ref().map(|p| json!({"image_tag": p.image_tag, "digest": p.digest})),
-                "event": t.event})
+                "event": t.event}),
         );
     }
 }
@@ -216,9 +238,8 @@ pub fn promoted(s: &Settings, p: &Promoted) {
             ),
         );
         if s.json {
-            println!(
-                "{}",
-                json!({"app": app, "env": env, "target": target, "image_tag": image_tag, "digest": digest, "generation": p.generation, "unchanged": true})
+            json_result(
+                json!({"app": app, "env": env, "target": target, "image_tag": image_tag, "digest": digest, "generation": p.generation, "unchanged": true}),
             );
         }
         return;
@@ -235,10 +256,9 @@ pub fn promoted(s: &Settings, p: &Promoted) {
         ),
     );
     if s.json {
-        println!(
-            "{}",
+        json_result(
             json!({"app": app, "env": env, "target": target, "image_tag": image_tag, "digest": digest,
-                "generation": p.generation, "previous": p.previous, "event": p.event})
+                "generation": p.generation, "previous": p.previous, "event": p.event}),
         );
     }
 }
