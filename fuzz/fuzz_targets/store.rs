@@ -152,10 +152,20 @@ async fn drive(root: &Path) {
                 platform: Some("linux/amd64".into()),
                 cache: None,
                 decompress: false,
+                exclude: Default::default(),
+                loadable: false,
+                all_platforms: false,
             };
             let stats = Arc::new(s3dock::transfer::stats::Stats::default());
-            let r =
-                s3dock::transfer::pull::pull(store, &r, std::io::sink(), &opts, stats, false).await;
+            let r = s3dock::transfer::pull::pull(
+                store,
+                std::slice::from_ref(&r),
+                std::io::sink(),
+                &opts,
+                stats,
+                false,
+            )
+            .await;
             if std::env::var_os("S3DOCK_FUZZ_DEBUG").is_some() {
                 // Seed checks: a seed's pulls should succeed (else mutations stay shallow).
                 eprintln!(

@@ -53,6 +53,9 @@ pub struct OmittedBlob {
 pub(super) const DELTA_RECORD: &str = "s3dock-delta.json";
 /// The index.json annotation that marks a delta archive; its value names the record.
 pub(super) const DELTA_ANNOTATION: &str = "io.s3dock.delta";
+/// An empty directory that only names what the archive is: Docker's loader before 29,
+/// finding no manifest.json, opens `<first directory>/json` and fails quoting its path.
+const DELTA_SIGN: &str = "S3DOCK-DELTA-ARCHIVE-not-loadable-use-s3dock-push/";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,13 +139,15 @@ impl<W: Write> ArchiveWriter<W> {
     /// before it uploads anything. A delta archive is an OCI layout without `oci-layout`
     /// and `manifest.json`, so no loader takes it for an image archive: docker (classic
     /// store) finds no manifest.json, containerd neither file ("unrecognized image
-    /// format"), and none of them half-loads an image whose layers are missing.
+    /// format"), and none of them half-loads an image whose layers are missing. Docker's
+    /// error then names `DELTA_SIGN`.
     pub fn delta_record(&mut self, omitted: &[OmittedBlob]) -> Result<()> {
         let record = DeltaRecord {
             schema_version: 1,
             omitted: omitted.to_vec(),
         };
         self.file(DELTA_RECORD, &serde_json::to_vec(&record)?)?;
+        self.dir(DELTA_SIGN)?;
         self.delta = true;
         Ok(())
     }

@@ -394,6 +394,7 @@ async fn ensure_image(
         decompress: true,
         exclude: Default::default(),
         loadable: false,
+        all_platforms: false,
     };
     let out = std::io::BufWriter::with_capacity(1 << 20, stdin);
     let pulled = pull(

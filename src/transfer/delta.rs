@@ -6,6 +6,7 @@ use crate::archive::OmittedBlob;
 use crate::model::digest::Digest;
 use crate::model::reference::Reference;
 use crate::registry::Registry;
+use crate::transfer::pull::ResolvedTarget;
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashMap;
 
@@ -32,16 +33,22 @@ impl Exclusions {
         self.blobs.get(d).and_then(|s| s.as_deref())
     }
 
-    /// Every layer of `r` (as resolved for `platform`, like the images pulled).
+    /// Every layer of `r`, resolved as the images pulled are: for `platform`, or with
+    /// every platform of a multi-platform image (`all_platforms`).
     pub async fn add_image(
         &mut self,
         store: &Registry,
         r: &Reference,
         platform: Option<&str>,
+        all_platforms: bool,
     ) -> Result<()> {
-        let img = super::pull::resolve(store, r, platform).await?;
+        let target = if all_platforms {
+            super::pull::resolve_all(store, r).await?
+        } else {
+            ResolvedTarget::Image(super::pull::resolve(store, r, platform).await?)
+        };
         let name = r.to_string();
-        for l in img.layers {
+        for l in target.images().into_iter().flat_map(|img| &img.layers) {
             self.blobs
                 .entry(l.digest)
                 .or_insert_with(|| Some(name.clone()));

@@ -38,6 +38,9 @@ pub struct PullOptions {
     /// only `s3dock push` reads), or with `loadable` taken from `cache`, never the store.
     pub exclude: Exclusions,
     pub loadable: bool,
+    /// Keep a multi-platform index whole: the index, every platform's manifest, config
+    /// and layers; `manifest.json` (docker format) names this host's image.
+    pub all_platforms: bool,
 }
 
 /// A manifest resolved from the store, with its config and layers verified.
@@ -57,6 +60,101 @@ pub async fn resolve(
     r: &Reference,
     platform: Option<&str>,
 ) -> Result<ResolvedImage> {
+    let (digest, bytes) = target(store, r).await?;
+    let doc = parse_document(&bytes).with_context(|| format!("manifest {digest}"))?;
+    if let Document::Index(index) = &doc {
+        let child = select_platform(index, platform.unwrap_or(&host_platform()))?;
+        return resolve_child(store, r, &child).await;
+    }
+    let img = resolve_manifest(store, digest, bytes, doc).await?;
+    if let Some(p) = platform {
+        img.config.check_platform(p, &format!("image {r}"))?;
+    }
+    Ok(img)
+}
+
+/// A multi-platform index kept whole: its bytes, and every platform's image.
+#[derive(Debug, Clone)]
+pub struct ResolvedIndex {
+    pub digest: Digest,
+    pub bytes: Bytes,
+    pub media_type: String,
+    /// In the index's order; attestation manifests (`unknown/unknown`) left out.
+    pub images: Vec<ResolvedImage>,
+    /// Which of `images` a loader that takes one platform gets (this host's, else the first).
+    pub default: usize,
+}
+
+/// What a reference names, with every platform.
+#[derive(Debug, Clone)]
+pub enum ResolvedTarget {
+    Image(ResolvedImage),
+    Index(ResolvedIndex),
+}
+
+impl ResolvedTarget {
+    /// The image, or every platform's image of the index.
+    pub fn images(&self) -> Vec<&ResolvedImage> {
+        match self {
+            ResolvedTarget::Image(img) => vec![img],
+            ResolvedTarget::Index(idx) => idx.images.iter().collect(),
+        }
+    }
+}
+
+/// What a tag or digest names, with every platform: an index is resolved whole, a
+/// single image as it is.
+pub async fn resolve_all(store: &Registry, r: &Reference) -> Result<ResolvedTarget> {
+    let (digest, bytes) = target(store, r).await?;
+    let doc = parse_document(&bytes).with_context(|| format!("manifest {digest}"))?;
+    let Document::Index(index) = doc else {
+        return Ok(ResolvedTarget::Image(
+            resolve_manifest(store, digest, bytes, doc).await?,
+        ));
+    };
+    // The host's entry as a pull without --all-platforms would pick it.
+    let host = select_platform(&index, &host_platform())
+        .ok()
+        .map(|d| our_digest(d.digest()))
+        .transpose()?;
+    let mut images = Vec::new();
+    let mut default = None;
+    for child in index.manifests() {
+        let platform = child
+            .platform()
+            .as_ref()
+            .map(|p| (p.os().to_string(), p.architecture().to_string()));
+        if platform
+            .as_ref()
+            .is_some_and(|(os, arch)| os == "unknown" && arch == "unknown")
+        {
+            continue;
+        }
+        let img = resolve_child(store, r, child).await?;
+        if default.is_none() && host == Some(img.manifest_digest) {
+            default = Some(images.len());
+        }
+        images.push(img);
+    }
+    if images.is_empty() {
+        bail!("index {digest} of {r} lists no image");
+    }
+    let media_type = index
+        .media_type()
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| image::OCI_INDEX.to_string());
+    Ok(ResolvedTarget::Index(ResolvedIndex {
+        digest,
+        bytes,
+        media_type,
+        images,
+        default: default.unwrap_or(0),
+    }))
+}
+
+/// The manifest `r` names (by tag or digest), from its repository.
+async fn target(store: &Registry, r: &Reference) -> Result<(Digest, Bytes)> {
     let repo = &r.name;
     let digest = match (&r.digest, r.tag_or_latest()) {
         (Some(d), _) => *d,
@@ -66,16 +164,30 @@ pub async fn resolve(
         },
         (None, None) => unreachable!("a reference has a tag or a digest"),
     };
-    let (mut digest, mut bytes) = (digest, manifest_blob(store, repo, &digest).await?);
-    let mut doc = parse_document(&bytes).with_context(|| format!("manifest {digest}"))?;
-    let single = matches!(doc, Document::Manifest(_));
-    if let Document::Index(index) = &doc {
-        let child = select_platform(index, platform.unwrap_or(&host_platform()))?;
-        digest = our_digest(child.digest())?;
-        bytes = manifest_blob(store, repo, &digest).await?;
-        check_size("manifest", &digest, child.size(), bytes.len())?;
-        doc = parse_document(&bytes).with_context(|| format!("manifest {digest}"))?;
-    }
+    Ok((digest, manifest_blob(store, repo, &digest).await?))
+}
+
+/// The image an index entry of `r` names; its platform, when the entry gives one, must
+/// be its config's.
+async fn resolve_child(
+    store: &Registry,
+    r: &Reference,
+    child: &oci_spec::image::Descriptor,
+) -> Result<ResolvedImage> {
+    let digest = our_digest(child.digest())?;
+    let bytes = manifest_blob(store, &r.name, &digest).await?;
+    check_size("manifest", &digest, child.size(), bytes.len())?;
+    let doc = parse_document(&bytes).with_context(|| format!("manifest {digest}"))?;
+    resolve_manifest(store, digest, bytes, doc).await
+}
+
+/// A manifest's config and layers, verified against it.
+async fn resolve_manifest(
+    store: &Registry,
+    digest: Digest,
+    bytes: Bytes,
+    doc: Document,
+) -> Result<ResolvedImage> {
     let Document::Manifest(m) = doc else {
         bail!("manifest {digest} is a nested index, which is not supported")
     };
@@ -99,9 +211,6 @@ pub async fn resolve(
         config_bytes.len(),
     )?;
     let config = Config::parse(config_bytes)?;
-    if let Some(p) = platform.filter(|_| single) {
-        config.check_platform(p, &format!("image {r}"))?;
-    }
     if config.diff_ids.len() != m.layers().len() {
         bail!(
             "manifest {digest} has {} layers but its config lists {} diff_ids",
@@ -258,9 +367,14 @@ enum Cmd {
 #[derive(Debug, serde::Serialize)]
 pub struct PulledImage {
     pub reference: String,
+    /// The index's digest when `platforms` is set.
     pub manifest_digest: Digest,
+    /// Of the image a one-platform loader takes, for an index.
     pub config_digest: Digest,
     pub layers: usize,
+    /// `--all-platforms` of a multi-platform image: how many platforms the index holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<usize>,
 }
 
 /// What a pull wrote.
@@ -564,16 +678,26 @@ pub async fn pull<W: Write + Send + 'static>(
     if delta && opts.decompress {
         bail!("a delta archive keeps layers as stored: drop --decompress, or add --loadable (with --cache) for a full archive");
     }
-    let mut imgs = Vec::with_capacity(refs.len());
+    if opts.all_platforms && opts.platform.is_some() {
+        bail!("--all-platforms keeps every platform of an image: drop --platform");
+    }
+    if opts.all_platforms && opts.decompress {
+        bail!("--all-platforms keeps the stored index and its manifests, so layers as stored: drop --decompress");
+    }
+    let mut items = Vec::with_capacity(refs.len());
     for r in refs {
-        imgs.push(resolve(store, r, opts.platform.as_deref()).await?);
+        items.push(if opts.all_platforms {
+            resolve_all(store, r).await?
+        } else {
+            ResolvedTarget::Image(resolve(store, r, opts.platform.as_deref()).await?)
+        });
     }
     // A layer several images list is fetched, checked and written once; its diff_id
     // is checked against the first config that lists it, so all must agree.
     let mut diff_ids = std::collections::HashMap::new();
     let mut distinct: Vec<&Layer> = Vec::new();
-    for (r, img) in refs.iter().zip(&imgs) {
-        for l in &img.layers {
+    for (r, item) in refs.iter().zip(&items) {
+        for l in item.images().into_iter().flat_map(|img| &img.layers) {
             match diff_ids.insert(l.digest, l.diff_id) {
                 None => distinct.push(l),
                 Some(d) if d != l.diff_id => bail!(
@@ -635,16 +759,45 @@ pub async fn pull<W: Write + Send + 'static>(
         }
     };
     let mut entries: Vec<ArchiveEntryImage> = Vec::new();
-    let mut configs: Vec<(Digest, Bytes)> = Vec::new();
+    // Configs, and the manifests of an index's images: small blobs, each written once.
+    let mut small: Vec<(Digest, Bytes)> = Vec::new();
+    let mut add_small = |d: Digest, b: &Bytes| {
+        if !small.iter().any(|(x, _)| *x == d) {
+            small.push((d, b.clone()));
+        }
+    };
     let mut pulled = Vec::new();
-    for (r, img) in refs.iter().zip(&imgs) {
-        // Layers as written (decompressed or not); a left-out layer as stored.
-        let out_layers: Vec<Layer> = img
-            .layers
-            .iter()
-            .map(|l| written.get(&l.digest).unwrap_or(l).clone())
-            .collect();
-        let entry = archive_entry(img, &out_layers, opts, r)?;
+    for (r, item) in refs.iter().zip(&items) {
+        let (entry, img, platforms) = match item {
+            ResolvedTarget::Image(img) => {
+                // Layers as written (decompressed or not); a left-out layer as stored.
+                let out_layers: Vec<Layer> = img
+                    .layers
+                    .iter()
+                    .map(|l| written.get(&l.digest).unwrap_or(l).clone())
+                    .collect();
+                (archive_entry(img, &out_layers, opts, r)?, img, None)
+            }
+            ResolvedTarget::Index(idx) => {
+                for child in &idx.images {
+                    add_small(child.manifest_digest, &child.manifest);
+                    add_small(child.config.digest, &child.config.bytes);
+                }
+                (
+                    index_entry(idx, opts, r),
+                    &idx.images[idx.default],
+                    Some(idx.images.len()),
+                )
+            }
+        };
+        pulled.push(PulledImage {
+            reference: r.to_string(),
+            manifest_digest: entry.manifest_digest,
+            config_digest: img.config.digest,
+            layers: img.layers.len(),
+            platforms,
+        });
+        add_small(img.config.digest, &img.config.bytes);
         match entries
             .iter_mut()
             .find(|e| e.manifest_digest == entry.manifest_digest)
@@ -659,16 +812,8 @@ pub async fn pull<W: Write + Send + 'static>(
             }
             None => entries.push(entry),
         }
-        if !configs.iter().any(|(d, _)| *d == img.config.digest) {
-            configs.push((img.config.digest, img.config.bytes.clone()));
-        }
-        pulled.push(PulledImage {
-            reference: r.to_string(),
-            manifest_digest: img.manifest_digest,
-            config_digest: img.config.digest,
-            layers: img.layers.len(),
-        });
     }
+    let configs = small;
     send(&tx, Cmd::Metadata(entries, configs, opts.format))?;
     drop(tx);
     let (w, bytes_written, finished) = writer.await??;
@@ -720,17 +865,8 @@ fn archive_entry(
             .to_string(),
         )
     };
-    // As docker names them (`localhost:5000/team/api:1`), so `docker load` tags the
-    // image exactly as it was saved or as --tag says.
-    let repo_tags = match (&opts.tag, r.tag_or_latest()) {
-        (Some(t), _) => {
-            vec![Reference::with_tag(&t.name, t.tag_or_latest().unwrap_or("latest")).to_string()]
-        }
-        (None, Some(tag)) => vec![Reference::with_tag(&r.name, tag).to_string()],
-        (None, None) => vec![],
-    };
     Ok(ArchiveEntryImage {
-        repo_tags,
+        repo_tags: repo_tags(opts, r),
         manifest_digest: Digest::of(&manifest),
         manifest,
         manifest_media_type: media_type,
@@ -738,6 +874,33 @@ fn archive_entry(
         layer_digests: out_layers.iter().map(|l| l.digest).collect(),
         top_diff_id: img.config.diff_ids.last().copied(),
     })
+}
+
+/// A multi-platform index as it goes into the archive: stored bytes, listed in
+/// `index.json`; `manifest.json` names its default image.
+fn index_entry(idx: &ResolvedIndex, opts: &PullOptions, r: &Reference) -> ArchiveEntryImage {
+    let img = &idx.images[idx.default];
+    ArchiveEntryImage {
+        repo_tags: repo_tags(opts, r),
+        manifest: idx.bytes.clone(),
+        manifest_digest: idx.digest,
+        manifest_media_type: idx.media_type.clone(),
+        config_digest: img.config.digest,
+        layer_digests: img.layers.iter().map(|l| l.digest).collect(),
+        top_diff_id: img.config.diff_ids.last().copied(),
+    }
+}
+
+/// `RepoTags` as docker names them (`localhost:5000/team/api:1`), so `docker load` tags
+/// the image exactly as it was saved or as --tag says.
+fn repo_tags(opts: &PullOptions, r: &Reference) -> Vec<String> {
+    match (&opts.tag, r.tag_or_latest()) {
+        (Some(t), _) => {
+            vec![Reference::with_tag(&t.name, t.tag_or_latest().unwrap_or("latest")).to_string()]
+        }
+        (None, Some(tag)) => vec![Reference::with_tag(&r.name, tag).to_string()],
+        (None, None) => vec![],
+    }
 }
 
 /// Sends `layers` (distinct) to the writer; returns, by stored digest, each layer that

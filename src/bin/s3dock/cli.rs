@@ -330,6 +330,10 @@ pub struct PullArgs {
     /// os/arch[/variant] to pick from multi-platform images [default: this host's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// Keep a multi-platform image whole: its index, every platform's manifest, config and
+    /// layers (manifest.json names this host's image)
+    #[arg(long)]
+    pub all_platforms: bool,
     /// Leave out the layers of REF, which the far side holds: a delta archive for s3dock push (repeatable)
     #[arg(long, value_name = "REF")]
     pub exclude: Vec<String>,

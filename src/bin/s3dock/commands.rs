@@ -387,7 +387,12 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
     let mut exclude = Exclusions::default();
     for e in &a.exclude {
         exclude
-            .add_image(&store, &Reference::parse(e)?, a.platform.as_deref())
+            .add_image(
+                &store,
+                &Reference::parse(e)?,
+                a.platform.as_deref(),
+                a.all_platforms,
+            )
             .await?;
     }
     for path in &a.exclude_from {
@@ -416,6 +421,7 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
         decompress: a.decompress,
         exclude,
         loadable: a.loadable,
+        all_platforms: a.all_platforms,
     };
     let stats = Arc::new(Stats::default());
     let start = Instant::now();
