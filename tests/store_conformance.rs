@@ -251,6 +251,32 @@ async fn racing_conditional_writers_have_one_winner() {
     }
 }
 
+/// `copy_from`: S3 copies server-side from a store the same endpoint and credentials
+/// reach (here: its own bucket), with the exact bytes; from another kind of store, and
+/// on the directory store, it is `Unsupported` (copy then streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_copies() {
+    let all = stores().await;
+    let dir = &all[0].driver;
+    for s in &all {
+        let (d, n) = (&s.driver, s.name);
+        let (from, to) = (s.key("copy/from data"), s.key("copy/to"));
+        let body = data(300_000, 4);
+        d.put(&from, body.clone(), Precondition::None)
+            .await
+            .unwrap();
+        let r = d.copy_from(d.as_ref(), &from, &to, 300_000, 2).await;
+        if n == "dir" {
+            assert!(matches!(r, Err(StoreError::Unsupported(_))), "{n}: {r:?}");
+            continue;
+        }
+        r.unwrap_or_else(|e| panic!("{n}: {e}"));
+        assert_eq!(d.get(&to, 1 << 20).await.unwrap(), body, "{n}");
+        let r = d.copy_from(dir.as_ref(), &from, &to, 300_000, 2).await;
+        assert!(matches!(r, Err(StoreError::Unsupported(_))), "{n}: {r:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranged_reads() {
     for s in stores().await {

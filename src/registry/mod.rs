@@ -141,6 +141,22 @@ impl Registry {
         self.object_size(&self.layout.blob_data(d)).await
     }
 
+    /// Copies blob `d` of `size` bytes from the store `src` into this one server-side
+    /// where the two drivers can (S3 to S3 with one set of credentials); false when
+    /// they cannot, and the bytes have to be streamed.
+    pub async fn copy_blob_from(&self, src: &Registry, d: &Digest, size: u64) -> Result<bool> {
+        let (from, to) = (src.layout.blob_data(d), self.layout.blob_data(d));
+        match self
+            .driver
+            .copy_from(src.driver.as_ref(), &from, &to, size, self.jobs)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::Unsupported(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads a small blob (config, manifest) and verifies its digest.
     pub async fn get_small_blob(&self, d: &Digest) -> Result<Bytes> {
         let data = match self

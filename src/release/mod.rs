@@ -14,6 +14,7 @@
 pub mod access;
 pub mod audit;
 pub mod builder;
+pub mod copy;
 pub mod env;
 pub mod git;
 pub mod list;

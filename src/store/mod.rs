@@ -190,6 +190,22 @@ pub trait StorageDriver: std::fmt::Debug + Send + Sync {
         jobs: usize,
     ) -> Result<(), StoreError>;
 
+    /// Copies `from` of the store `src` (`size` bytes) to `to` in this one without the
+    /// bytes passing through this host (S3 CopyObject between buckets one set of
+    /// credentials reaches); `Unsupported` where these two stores cannot.
+    async fn copy_from(
+        &self,
+        _src: &dyn StorageDriver,
+        _from: &str,
+        _to: &str,
+        _size: u64,
+        _jobs: usize,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "server-side copies from that store",
+        ))
+    }
+
     /// Starts a multipart upload; its parts may arrive in any order and concurrently.
     async fn create_upload(&self, _key: &str) -> Result<String, StoreError> {
         Err(StoreError::Unsupported("multipart uploads"))

@@ -48,6 +48,19 @@ macro_rules! object_opts {
     }};
 }
 
+/// `x-amz-copy-source`: `bucket/key`, the key URL-encoded (S3 decodes it; `/` may stay).
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut out = format!("{bucket}/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[derive(Debug)]
 pub struct S3Driver {
     client: Client,
@@ -314,6 +327,30 @@ impl S3Driver {
     /// custom endpoint if any: for other AWS calls such as STS GetCallerIdentity.
     pub fn sdk_config(&self) -> (&aws_config::SdkConfig, Option<&str>) {
         (&self.sdk, self.opts.endpoint.as_deref())
+    }
+
+    /// The access key requests are signed with (None: unsigned, or no credentials).
+    async fn access_key(&self) -> Option<String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        if self.opts.no_sign_request {
+            return None;
+        }
+        let creds = self.sdk.credentials_provider()?.provide_credentials().await;
+        creds.ok().map(|c| c.access_key_id().to_string())
+    }
+
+    /// Copies `source` (see [`copy_source`]) to `to`, with our object settings:
+    /// CopyObject up to its 5 GiB limit, else parallel UploadPartCopy.
+    async fn copy_object(&self, source: &str, to: &str, size: u64, jobs: usize) -> Res<()> {
+        if size <= MAX_COPY_OBJECT {
+            self.copy_request(source, to)
+                .send()
+                .await
+                .map_err(|e| self.classify("CopyObject", to, e))?;
+            Ok(())
+        } else {
+            self.copy_in_parts(source, to, size, jobs).await
+        }
     }
 
     /// Copies the object at `source` (bucket/key) to `to` in parallel part copies.
@@ -588,16 +625,34 @@ impl StorageDriver for S3Driver {
 
     /// Server-side move: CopyObject up to 5 GiB, else parallel UploadPartCopy; then delete.
     async fn move_object(&self, from: &str, to: &str, size: u64, jobs: usize) -> Res<()> {
-        let source = format!("{}/{}", self.bucket, from);
-        if size <= MAX_COPY_OBJECT {
-            self.copy_request(&source, to)
-                .send()
-                .await
-                .map_err(|e| self.classify("CopyObject", to, e))?;
-        } else {
-            self.copy_in_parts(&source, to, size, jobs).await?;
-        }
+        self.copy_object(&copy_source(&self.bucket, from), to, size, jobs)
+            .await?;
         self.delete(from).await
+    }
+
+    /// Server-side, when one endpoint and one set of credentials reach both buckets
+    /// (the request is signed with ours and S3 reads the source with them).
+    async fn copy_from(
+        &self,
+        src: &dyn StorageDriver,
+        from: &str,
+        to: &str,
+        size: u64,
+        jobs: usize,
+    ) -> Res<()> {
+        let unsupported = StoreError::Unsupported("server-side copies from that store");
+        let Some(s) = src.as_s3() else {
+            return Err(unsupported);
+        };
+        if s.opts.endpoint != self.opts.endpoint
+            || self.opts.no_sign_request
+            || s.access_key().await.is_none()
+            || s.access_key().await != self.access_key().await
+        {
+            return Err(unsupported);
+        }
+        self.copy_object(&copy_source(&s.bucket, from), to, size, jobs)
+            .await
     }
 
     async fn create_upload(&self, key: &str) -> Res<String> {

@@ -246,7 +246,7 @@ const NEARBY_REPOSITORIES: usize = 10_000;
 
 /// Why `r` (tag `tag`) is not in the store, naming the nearest tag or repository it holds:
 /// `image ghcr.io/acme/web:1.3 not found in store s3://b; did you mean ghcr.io/acme/web:1.2?`
-async fn not_found(store: &Registry, r: &Reference, tag: &str) -> Result<String> {
+pub(crate) async fn not_found(store: &Registry, r: &Reference, tag: &str) -> Result<String> {
     let closest = |want: &str, have: &[String]| -> Option<String> {
         have.iter()
             .map(|h| (strsim::normalized_levenshtein(want, h), h))
@@ -314,7 +314,7 @@ async fn not_found(store: &Registry, r: &Reference, tag: &str) -> Result<String>
 pub const MAX_LAYERS: usize = 1000;
 
 /// A descriptor's size must be the blob's: docker and registries refuse the mismatch.
-fn check_size(what: &str, d: &Digest, declared: u64, actual: usize) -> Result<()> {
+pub(crate) fn check_size(what: &str, d: &Digest, declared: u64, actual: usize) -> Result<()> {
     if declared != actual as u64 {
         bail!("{what} {d} is {actual} bytes but its descriptor says {declared}");
     }
@@ -345,7 +345,7 @@ fn check_layers(manifest: &Digest, layers: &[Layer]) -> Result<()> {
     Ok(())
 }
 
-async fn manifest_blob(store: &Registry, repo: &str, d: &Digest) -> Result<Bytes> {
+pub(crate) async fn manifest_blob(store: &Registry, repo: &str, d: &Digest) -> Result<Bytes> {
     if !store.has_revision(repo, d).await? {
         bail!(
             "manifest {d} is not in repository {repo} of store {}",

@@ -150,6 +150,9 @@ pub enum Command {
     /// Write images from the store as one archive for docker load / podman load (or a delta for s3dock push)
     #[command(after_help = PULL_EXAMPLES)]
     Pull(PullArgs),
+    /// Copy images from the store to another (--to), blob by blob; tags are written last
+    #[command(after_help = COPY_EXAMPLES)]
+    Copy(CopyArgs),
     /// List the tags of a repository
     Tags {
         /// Repository name, or s3://bucket/name
@@ -231,6 +234,11 @@ const PULL_EXAMPLES: &str = "Examples:
   s3dock pull myapp:v2 --exclude myapp:v1 -o delta.tar  # only what the far side lacks; s3dock push reads it
   s3dock pull myapp:1.4 --platform linux/arm64 --cache ~/.cache/s3dock | podman load";
 
+const COPY_EXAMPLES: &str = "Examples:
+  s3dock copy myapp:1.4 --store ./store --to s3://backup-bucket/images
+  s3dock copy --all --with-releases --store s3://prod --to s3://dr-bucket --to-region eu-west-1
+  s3dock copy myapp --to dr          (every tag of myapp, to the store of profile dr)";
+
 const DEPLOY_EXAMPLES: &str = "Examples:
   s3dock deploy --blue-green myapp production --port 80 --container-port 8080 --health /health
   s3dock deploy myapp staging --switch hook --hook 'haproxy-set-backend $S3DOCK_ADDR' -- -e MODE=staging
@@ -246,6 +254,7 @@ impl Command {
     pub fn shared(&self) -> (Option<&StoreArgs>, Option<&TransferArgs>) {
         match self {
             Command::Push(a) => (Some(&a.store), Some(&a.transfer)),
+            Command::Copy(a) => (Some(&a.store), Some(&a.transfer)),
             Command::Pull(a) => (Some(&a.store), Some(&a.transfer)),
             Command::Build(a) => (Some(&a.store), Some(&a.transfer)),
             Command::Tags { store, .. } | Command::Cleanup { store, .. } => (Some(store), None),
@@ -349,6 +358,43 @@ pub struct PullArgs {
     /// Write layers uncompressed (for Docker < 23 with zstd layers); spools each layer to a temp file
     #[arg(long)]
     pub decompress: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// `copy`: the source is the usual store (`--store` ...), the target `--to` (...).
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Images: name:tag, name@sha256:DIGEST, or a name alone for every tag of it
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub refs: Vec<String>,
+    /// Every tag of every repository in the source store
+    #[arg(long)]
+    pub all: bool,
+    /// Target store: s3://bucket[/prefix], file:///path, a directory, or a profile of the config file
+    #[arg(long, value_name = "STORE")]
+    pub to: String,
+    /// S3 endpoint of the target [default: the source's, or the --to profile's]
+    #[arg(long, value_name = "URL")]
+    pub to_endpoint: Option<String>,
+    /// AWS region of the target bucket [default: the source's, or the --to profile's]
+    #[arg(long, value_name = "REGION")]
+    pub to_region: Option<String>,
+    /// Directory inside the target bucket or directory (its `rootdirectory`) [default: none]
+    #[arg(long, value_name = "DIR")]
+    pub to_root_dir: Option<String>,
+    /// AWS shared-config profile for the target's credentials [default: the source's]
+    #[arg(long, value_name = "NAME")]
+    pub to_aws_profile: Option<String>,
+    /// Also copy the apps' image records, versions and environments (those whose image is in the target)
+    #[arg(long)]
+    pub with_releases: bool,
+    /// Upload every part again instead of continuing the multipart uploads an
+    /// interrupted copy left open
+    #[arg(long)]
+    pub no_resume: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -1,6 +1,8 @@
 //! What each command does: open the store, run the library operation, render.
 
-use crate::cli::{BuildArgs, Command, HistoryArgs, PromoteArgs, PullArgs, PushArgs, StampArgs};
+use crate::cli::{
+    BuildArgs, Command, CopyArgs, HistoryArgs, PromoteArgs, PullArgs, PushArgs, StampArgs,
+};
 use crate::lifecycle;
 use crate::render;
 use crate::settings::Settings;
@@ -45,6 +47,7 @@ pub async fn run(s: &Settings, command: Command) -> Result<()> {
     match command {
         Command::Push(a) => run_push(s, a).await,
         Command::Pull(a) => run_pull(s, a).await,
+        Command::Copy(a) => run_copy(s, a).await,
         Command::Cleanup {
             older_than,
             dry_run,
@@ -472,4 +475,50 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
         stats.bytes_downloaded.load(Ordering::Relaxed),
         start.elapsed().as_secs_f64(),
     )
+}
+
+async fn run_copy(s: &Settings, a: CopyArgs) -> Result<()> {
+    use s3dock::transfer::copy::{copy, expand, Selection};
+    let to = s.copy_target(&a)?;
+    if let s3dock::store::Location::Http(url) = &to.location {
+        bail!("{url} is a read-only http(s) store: copy can read from one (--store) but not write to it; give --to an s3:// URL or a directory");
+    }
+    let sel = if a.all {
+        Selection::All
+    } else {
+        Selection::Refs(
+            a.refs
+                .iter()
+                .map(|r| Reference::parse(r))
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    let src = open(s).await?;
+    let dst = Registry::open(&to).await?;
+    if src.display == dst.display && src.layout().root_prefix() == dst.layout().root_prefix() {
+        bail!(
+            "--to names the source store {} itself: give another store",
+            dst.display
+        );
+    }
+    let start = Instant::now();
+    let refs = expand(&src, &sel).await?;
+    let copied = copy(&src, &dst, &refs, !a.no_resume).await?;
+    let mut records = Vec::new();
+    if a.with_releases {
+        let mut apps: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+        apps.dedup();
+        for app in apps {
+            records.push(s3dock::release::copy::copy_records(&src, &dst, app).await?);
+        }
+    }
+    render::copied(
+        s,
+        &copied,
+        &records,
+        &src,
+        &dst,
+        start.elapsed().as_secs_f64(),
+    );
+    Ok(())
 }

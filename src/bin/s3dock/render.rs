@@ -472,3 +472,71 @@ fn describe(e: &Event) -> String {
         printable(&by)
     )
 }
+
+/// `copy`: one line per image on stderr, the whole result with `--json`.
+pub fn copied(
+    s: &Settings,
+    images: &[s3dock::transfer::copy::CopiedImage],
+    records: &[s3dock::release::copy::RecordsCopied],
+    from: &s3dock::registry::Registry,
+    to: &s3dock::registry::Registry,
+    seconds: f64,
+) {
+    let sum =
+        |f: fn(&s3dock::transfer::copy::CopiedImage) -> u64| -> u64 { images.iter().map(f).sum() };
+    if s.json {
+        let mut v = serde_json::json!({
+            "images": images,
+            "blobs_copied": sum(|c| c.blobs_copied as u64),
+            "blobs_skipped": sum(|c| c.blobs_skipped as u64),
+            "bytes_copied": sum(|c| c.bytes_copied),
+            "bytes_server_side": sum(|c| c.bytes_server_side),
+            "bytes_streamed": sum(|c| c.bytes_streamed),
+            "bytes_resumed": sum(|c| c.bytes_resumed),
+            "seconds": seconds,
+            "from": from.display,
+            "to": to.display,
+        });
+        if !records.is_empty() {
+            v["records"] = serde_json::to_value(records).unwrap_or_default();
+        }
+        println!("{v}");
+    }
+    if s.quiet {
+        return;
+    }
+    for c in images {
+        let digest = c.digest.map(|d| d.to_string()).unwrap_or_default();
+        eprintln!(
+            "copied {} {digest}: {} blobs copied ({}, {}), {} already there",
+            printable(&c.reference),
+            c.blobs_copied,
+            human_bytes(c.bytes_copied),
+            c.method,
+            c.blobs_skipped
+        );
+    }
+    for r in records {
+        eprintln!(
+            "copied the records of {}: {} images, {} versions, {} environments{}",
+            printable(&r.app),
+            r.images,
+            r.versions,
+            r.environments,
+            if r.not_copied.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} naming images not in the target left out)",
+                    r.not_copied.len()
+                )
+            }
+        );
+    }
+    eprintln!(
+        "{} images, {} copied to {} in {seconds:.1}s",
+        images.len(),
+        human_bytes(sum(|c| c.bytes_copied)),
+        to.display
+    );
+}

@@ -9,7 +9,7 @@
 //! [`Settings::resolve`] is the one place that applies that precedence; every command
 //! and `config show` read its result.
 
-use crate::cli::{ConfigCommand, Global, StoreArgs, TransferArgs};
+use crate::cli::{ConfigCommand, CopyArgs, Global, StoreArgs, TransferArgs};
 use crate::profiles::{config_path, init, list, load, redact_url, Profile};
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
@@ -426,6 +426,68 @@ impl Settings {
             jobs: self.jobs.value,
             part_size: self.part_size.value,
         })
+    }
+
+    /// The target of `copy --to`. A store URL or path takes the source's connection
+    /// settings (endpoint, region, AWS profile: one server, two buckets, as `aws s3 cp`);
+    /// the name of a profile in the config file takes that profile's store and settings
+    /// (write `./NAME` for a directory of that name). `--to-*` flags override either.
+    /// `--sse`, `--sse-kms-key-id` and `--storage-class` apply to what copy writes, which
+    /// is only ever the target; a `--to` profile's own take their place unless given as flags.
+    pub fn copy_target(&self, a: &CopyArgs) -> Result<StoreConfig> {
+        let profile = load(&self.config.path)?
+            .and_then(|f| f.profiles.get(&a.to).cloned())
+            .filter(|_| !a.to.contains(['/', ':']));
+        let mut cfg = match &profile {
+            Some(p) => {
+                let store = p.store.clone().with_context(|| {
+                    format!(
+                        "profile {:?} names no store: set one, or give --to a store URL",
+                        a.to
+                    )
+                })?;
+                let flag = |s: &Setting<Option<String>>, own: &Option<String>| {
+                    if s.source.starts_with("flag") {
+                        s.value.clone()
+                    } else {
+                        own.clone()
+                    }
+                };
+                let mut c = self.store_config(Some(store))?;
+                c.root_dir = p.root_dir.clone();
+                c.s3.endpoint = p.endpoint.clone();
+                c.s3.region = p.region.clone();
+                c.s3.profile = p.aws_profile.clone();
+                c.s3.path_style = p.path_style.unwrap_or(p.endpoint.is_some());
+                c.s3.accelerate = p.accelerate.unwrap_or(false);
+                c.s3.sse = flag(&self.sse, &p.sse);
+                c.s3.sse_kms_key_id = flag(&self.sse_kms_key_id, &p.sse_kms_key_id);
+                c.s3.storage_class = flag(&self.storage_class, &p.storage_class);
+                c
+            }
+            None => {
+                let mut c = self.store_config(Some(a.to.clone()))?;
+                c.root_dir = None;
+                c
+            }
+        };
+        if let Some(ep) = &a.to_endpoint {
+            url::Url::parse(ep).with_context(|| format!("invalid --to-endpoint {ep:?}"))?;
+            cfg.s3.endpoint = Some(ep.clone());
+            cfg.s3.path_style = true;
+        }
+        if a.to_region.is_some() {
+            cfg.s3.region = a.to_region.clone();
+        }
+        if a.to_root_dir.is_some() {
+            cfg.root_dir = a.to_root_dir.clone();
+        }
+        if a.to_aws_profile.is_some() {
+            cfg.s3.profile = a.to_aws_profile.clone();
+        }
+        // The target is written: never anonymously.
+        cfg.s3.no_sign_request = false;
+        Ok(cfg)
     }
 
     pub fn show_progress(&self) -> bool {
