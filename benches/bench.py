@@ -63,6 +63,91 @@ class Case:
                     "basis_bytes": None, "runs": [], "rss": [], "cpu": [], "machine_busy": [], "extra": []}
 
 
+class LinkNet:
+    """A network namespace of the bench's own with a veth pair to it, rate-limited by tbf on both
+    ends (this kernel has no netem), and an s3s-fs and a registry:2 (filesystem driver) inside, so
+    every byte between the host and those servers crosses the limited link. `down()` removes
+    the namespace (and so the veth pair and both qdiscs) and stops the servers."""
+
+    NS, HOST_IF, NS_IF = "s3dbench", "s3db-h", "s3db-n"
+    HOST_IP, NS_IP = "10.231.77.1", "10.231.77.2"
+
+    def __init__(self, work, bucket):
+        self.work, self.bucket = work, bucket
+        self.procs = []
+        self.mbit = None
+
+    @staticmethod
+    def sh(*cmd, check=True):
+        return subprocess.run(list(cmd), check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def nsx(self, *cmd, check=True):
+        return self.sh("ip", "netns", "exec", self.NS, *cmd, check=check)
+
+    def up(self):
+        self.down()
+        self.sh("ip", "netns", "add", self.NS)
+        self.sh("ip", "link", "add", self.HOST_IF, "type", "veth", "peer", "name", self.NS_IF)
+        self.sh("ip", "link", "set", self.NS_IF, "netns", self.NS)
+        self.sh("ip", "addr", "add", f"{self.HOST_IP}/30", "dev", self.HOST_IF)
+        self.sh("ip", "link", "set", self.HOST_IF, "up")
+        self.nsx("ip", "addr", "add", f"{self.NS_IP}/30", "dev", self.NS_IF)
+        self.nsx("ip", "link", "set", self.NS_IF, "up")
+        self.nsx("ip", "link", "set", "lo", "up")
+        d = os.path.join(self.work, "link")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(os.path.join(d, "s3s"))
+        s3s = shutil.which("s3s-fs") or os.path.expanduser("~/.cargo/bin/s3s-fs")
+        env = dict(os.environ)
+        env.pop("AWS_CA_BUNDLE", None)
+        self.procs.append(subprocess.Popen(
+            ["ip", "netns", "exec", self.NS, s3s, "--host", self.NS_IP, "--port", "9000",
+             "--access-key", os.environ["AWS_ACCESS_KEY_ID"], "--secret-key", os.environ["AWS_SECRET_ACCESS_KEY"],
+             os.path.join(d, "s3s")], stdout=open(os.path.join(d, "s3s.log"), "w"), stderr=subprocess.STDOUT, env=env))
+        reg = shutil.which("docker-registry") or shutil.which("registry")
+        cfg = os.path.join(d, "registry.yml")
+        with open(cfg, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/registry\n"
+                    f"  delete:\n    enabled: true\nhttp:\n  addr: {self.NS_IP}:5000\n")
+        self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.NS, reg, "serve", cfg],
+                                           stdout=open(os.path.join(d, "registry.log"), "w"), stderr=subprocess.STDOUT, env=env))
+        self.endpoint = f"http://{self.NS_IP}:9000"
+        self.registry = f"{self.NS_IP}:5000"
+        import boto3
+        from botocore.config import Config
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, config=Config(s3={"addressing_style": "path"}))
+        for _ in range(100):
+            try:
+                self.s3.create_bucket(Bucket=self.bucket)
+                subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://{self.registry}/v2/"], check=True)
+                break
+            except Exception:  # noqa: BLE001
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("servers in the link namespace did not start")
+
+    def rate(self, mbit):
+        """tbf on both ends: pushes leave through the host's end, pulls through the namespace's."""
+        burst = f"{max(128, mbit // 2)}kb"  # > a 64 KiB GSO packet; ~4 ms at the rate
+        self.sh("tc", "qdisc", "replace", "dev", self.HOST_IF, "root", "tbf", "rate", f"{mbit}mbit", "burst", burst, "latency", "50ms")
+        self.nsx("tc", "qdisc", "replace", "dev", self.NS_IF, "root", "tbf", "rate", f"{mbit}mbit", "burst", burst, "latency", "50ms")
+        self.mbit = mbit
+
+    def down(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = []
+        self.sh("tc", "qdisc", "del", "dev", self.HOST_IF, "root", check=False)
+        self.sh("ip", "netns", "del", self.NS, check=False)  # takes the veth pair and its qdiscs with it
+        self.sh("ip", "link", "del", self.HOST_IF, check=False)
+        shutil.rmtree(os.path.join(self.work, "link"), ignore_errors=True)
+
+
 class Bench:
     def __init__(self, a):
         self.a = a
@@ -89,6 +174,9 @@ class Bench:
         from botocore.config import Config
         self.s3 = boto3.client("s3", endpoint_url=self.endpoint, config=Config(s3={"addressing_style": "path"}))
         self.moto_s3 = boto3.client("s3", endpoint_url=self.moto, config=Config(s3={"addressing_style": "path"})) if self.moto else None
+        self.garage = os.environ.get("S3DOCK_TEST_GARAGE")
+        self.garage_s3 = boto3.client("s3", endpoint_url=self.garage, config=Config(s3={"addressing_style": "path"})) if self.garage else None
+        self.link = None  # LinkNet while the --link cases run
         self.inputs = json.loads(subprocess.run(
             [sys.executable, os.path.join(HERE, "geninputs.py"), os.path.join(self.work, "inputs")]
             + (["--scale"] if a.scale else []),
@@ -170,7 +258,7 @@ class Bench:
             for line in out.splitlines()[::-1]:
                 if line.startswith("{"):
                     j = json.loads(line)
-                    extra = {k: j[k] for k in ("bytes_read", "bytes_uploaded", "blobs_skipped", "seconds", "layers") if k in j}
+                    extra = {k: j[k] for k in ("bytes_read", "bytes_uploaded", "blobs_skipped", "seconds", "layers", "zstd_levels") if k in j}
                     break
         if c.out_size:
             try:
@@ -248,21 +336,35 @@ class Bench:
         if addr in self.registries:
             self.registries.remove(addr)
 
-    def blob_keys(self, prefix, repo="bench/big", tag="1"):
+    def blob_keys(self, prefix, repo="bench/big", tag="1", client=None):
         """S3 keys of the layer blobs of REPO:TAG in an s3dock store on s3s-fs (via its manifest)."""
+        s3 = client or self.s3
         try:
-            link = self.s3.get_object(Bucket=self.bucket,
-                                      Key=f"{prefix}/docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link")["Body"].read().decode()
+            link = s3.get_object(Bucket=self.bucket,
+                                 Key=f"{prefix}/docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link")["Body"].read().decode()
             h = link.strip().split(":", 1)[1]
-            m = json.loads(self.s3.get_object(Bucket=self.bucket,
-                                              Key=f"{prefix}/docker/registry/v2/blobs/sha256/{h[:2]}/{h}/data")["Body"].read())
+            m = json.loads(s3.get_object(Bucket=self.bucket,
+                                         Key=f"{prefix}/docker/registry/v2/blobs/sha256/{h[:2]}/{h}/data")["Body"].read())
         except Exception:  # noqa: BLE001
             return []
         return [f"{prefix}/docker/registry/v2/blobs/sha256/{l['digest'][7:9]}/{l['digest'][7:]}/data" for l in m["layers"]]
 
-    def blob_bytes(self, prefix, repo="bench/big"):
-        keys = self.blob_keys(prefix, repo)
-        return sum(self.s3.head_object(Bucket=self.bucket, Key=k)["ContentLength"] for k in keys) if keys else 0
+    def blob_bytes(self, prefix, repo="bench/big", client=None):
+        s3 = client or self.s3
+        keys = self.blob_keys(prefix, repo, client=s3)
+        return sum(s3.head_object(Bucket=self.bucket, Key=k)["ContentLength"] for k in keys) if keys else 0
+
+    @staticmethod
+    def dir_blob_files(store, repo="bench/big", tag="1"):
+        """Layer blob files of REPO:TAG in a directory store (via its manifest)."""
+        base = os.path.join(store, "docker", "registry", "v2")
+        try:
+            link = open(os.path.join(base, "repositories", repo, "_manifests", "tags", tag, "current", "link")).read()
+            h = link.strip().split(":", 1)[1]
+            m = json.load(open(os.path.join(base, "blobs", "sha256", h[:2], h, "data")))
+        except (OSError, ValueError):
+            return []
+        return [os.path.join(base, "blobs", "sha256", l["digest"][7:9], l["digest"][7:], "data") for l in m["layers"]]
 
     def curl_config(self, keys, chunk):
         cfg = os.path.join(self.tmp, "curl-ranges.cfg")
@@ -316,6 +418,13 @@ class Bench:
                      setup=lambda i, c=comp: self.rmdir(dpath(c, i)), parse_json=True)
             self.add(f"push.dir.{comp}.warm", "push", f"re-push to the local dir ({comp})",
                      lambda i, c=comp: push(dpath(c, i), A, "bench/big:1", c), asz, "archive", parse_json=True)
+        # ---- core scaling (issue 16): the same cold dir push with s3dock pinned to core 0 ----------
+        for comp in ("gzip", "zstd"):
+            one = lambda c, i: os.path.join(self.store_dir, f"dir-{c}-core0-r{i}")
+            self.add(f"push.dir.{comp}.core0", "push", f"cold push {comp} → local dir, s3dock under taskset -c 0 (one core)",
+                     lambda i, c=comp: f"cat {q(A)} | {{T}} taskset -c 0 {s3d(one(c, i), '-q', '--json', 'push', 'bench/big:1', '--compression', c)}",
+                     asz, "archive", setup=lambda i, c=comp: self.rmdir(one(c, i)),
+                     after=lambda i, c=comp: self.rmdir(one(c, i)), parse_json=True)
         self.add("push.dir.gzip.image2", "push", "push big2.tar to the local dir",
                  lambda i: push(dpath("gzip", i), A2, "bench/big:2"), a2sz, "archive", parse_json=True)
 
@@ -339,7 +448,7 @@ class Bench:
         zs_bytes = lambda i: self.blob_bytes(pre("zstd", i))
         for comp, variants, nbytes in (
             ("gzip", ("devnull", "file", "decompress.devnull", "decompress.file"), gz_bytes),
-            ("zstd", ("devnull", "decompress.file"), zs_bytes),
+            ("zstd", ("devnull", "decompress.devnull", "decompress.file"), zs_bytes),
         ):
             for v in variants:
                 args = ["-q", "pull", "bench/big:1"] + (["--decompress"] if "decompress" in v else []) \
@@ -353,6 +462,36 @@ class Bench:
                          nbytes, "stored blobs", setup=rm_out, after=rm_out)
         self.add("pull.dir.gzip.devnull", "pull", "s3dock pull > /dev/null from the local dir store (gzip layers)",
                  lambda i: f"{{T}} {s3d(dpath('gzip', i), '-q', 'pull', 'bench/big:1')} > /dev/null", gz_bytes, "stored blobs")
+
+        # ---- Garage (issue 16): a production S3 server --------------------------------------
+        if self.garage:
+            gpre = lambda i: f"b/garage-r{i}"
+            self.add("push.garage.gzip.cold", "garage", "cat big.tar | s3dock push --compression gzip → Garage (empty store)",
+                     lambda i: push(self.s3url(gpre(i)), A, "bench/big:1", "gzip", endpoint=self.garage), asz, "archive",
+                     setup=lambda i: self.delete_prefix(gpre(i) + "/", self.garage_s3), parse_json=True)
+            self.add("push.garage.gzip.warm", "garage", "re-push of the same archive → Garage (every blob stored)",
+                     lambda i: push(self.s3url(gpre(i)), A, "bench/big:1", "gzip", endpoint=self.garage), asz, "archive",
+                     parse_json=True)
+            self.add("pull.garage.gzip.devnull", "garage", "s3dock pull bench/big:1 > /dev/null from Garage (gzip layers)",
+                     lambda i: f"{{T}} {s3d(self.s3url(gpre(i)), '-q', 'pull', 'bench/big:1', endpoint=self.garage)} > /dev/null",
+                     lambda i: self.blob_bytes(gpre(i), client=self.garage_s3), "stored blobs",
+                     after=lambda i: self.delete_prefix(gpre(i) + "/", self.garage_s3))
+
+        # ---- CPU floors (issue 16): one-thread compressor/decompressor CPU on the same bytes -------
+        dblobs = lambda c, i: " ".join(q(f) for f in self.dir_blob_files(dpath(c, i)))
+        dbytes = lambda c: lambda i: sum(os.path.getsize(f) for f in self.dir_blob_files(dpath(c, i)))
+        self.add("floor.openssl.archive", "floor", "openssl dgst -sha256 big.tar (sha256 CPU per byte)",
+                 f"{{T}} openssl dgst -sha256 {q(A)} >/dev/null", asz, "archive", tool="openssl")
+        self.add("floor.pigz1.archive", "floor", "pigz -p1 -1 on big.tar (one thread)",
+                 f"{{T}} pigz -p1 -1 -c {q(A)} | wc -c", asz, "archive", tool="pigz", out_size=True)
+        self.add("floor.zstd1.archive", "floor", "zstd -T1 -3 on big.tar (one thread)",
+                 f"{{T}} zstd -q -T1 -3 -c {q(A)} | wc -c", asz, "archive", tool="zstd", out_size=True)
+        self.add("floor.gunzip.blobs", "floor", "pigz -p1 -dc of the stored gzip layer blobs (one thread)",
+                 lambda i: f"{{T}} pigz -p1 -dc {dblobs('gzip', i)} | wc -c", dbytes("gzip"), "stored blobs",
+                 tool="pigz", out_size=True)
+        self.add("floor.unzstd.blobs", "floor", "zstd -T1 -dc of the stored zstd layer blobs",
+                 lambda i: f"{{T}} zstd -q -T1 -dc {dblobs('zstd', i)} | wc -c", dbytes("zstd"), "stored blobs",
+                 tool="zstd", out_size=True)
 
         if self.a.no_baselines:
             self.round_end.append(self.end_round)
@@ -464,6 +603,8 @@ class Bench:
             self.registry_stop(self.state.pop(k, None))
         self.rmdir(os.path.join(self.work, f"registry-fs-r{i}"))
         if not self.a.keep_stores:
+            if self.garage_s3:
+                self.delete_prefix(f"b/garage-r{i}/", self.garage_s3)
             for c in ("gzip", "zstd", "none"):
                 self.delete_prefix(f"b/s3-{c}-r{i}/")
                 self.rmdir(os.path.join(self.store_dir, f"dir-{c}-r{i}"))
@@ -495,7 +636,99 @@ class Bench:
         self.add("scale.base.pigz", "scale", f"pigz -p{N} -1 on scale.tar", f"{{T}} pigz -p{N} -1 -c {q(S)} | wc -c",
                  ssz, "archive", rounds=one, tool="pigz", out_size=True)
 
+    def link_at(self, mbit):
+        if self.link is None:
+            self.link = LinkNet(self.work, self.bucket)
+            self.link.up()
+        if self.link.mbit != mbit:
+            self.link.rate(mbit)
+
+    def define_link(self):
+        """Link-bound transfers (issue 16): s3dock vs aws s3 cp vs skopeo → registry:2 through a
+        tbf-limited veth pair to servers in a namespace of the bench's own; one round per rate."""
+        if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+            log("link cases skipped: need root, ip and tc")
+            return
+        big, many = self.inputs["big"], self.inputs.get("many")
+        A, asz = big["path"], big["size"]
+        s3d = self.s3dock
+        runs = self.a.link_runs
+        awscp = lambda: f"{q(self.aws)} --endpoint-url {q(self.link.endpoint)} s3 cp --only-show-errors"
+        for mbit in self.a.link_rates:
+            lp = lambda what, m=mbit: f"b/l{m}-{what}"
+            ls3 = lambda: self.link.s3
+
+            def clear(what, m=mbit):
+                def f(i):
+                    self.link_at(m)
+                    self.delete_prefix(lp(what, m) + "/", ls3())
+                return f
+
+            def lpush(archive, ref, comp, what, m=mbit):
+                return lambda i: f"cat {q(archive)} | {{T}} {s3d(self.s3url(lp(what, m)), '-q', '--json', 'push', ref, '--compression', comp, endpoint=self.link.endpoint)}"
+
+            pfx = f"link.{mbit}"
+            self.add(f"{pfx}.push.none", "link", f"{mbit} Mbit/s: s3dock push --compression none big.tar (transfer only)",
+                     lpush(A, "bench/big:1", "none", "none"), asz, "archive", setup=clear("none"),
+                     after=clear("none"), parse_json=True, rounds=runs)
+            self.add(f"{pfx}.push.gzip", "link", f"{mbit} Mbit/s: s3dock push --compression gzip big.tar",
+                     lpush(A, "bench/big:1", "gzip", "gzip"), asz, "archive", setup=clear("gzip"), parse_json=True, rounds=runs)
+            self.add(f"{pfx}.pull.gzip", "link", f"{mbit} Mbit/s: s3dock pull bench/big:1 > /dev/null (gzip layers, verified)",
+                     lambda i, m=mbit: f"{{T}} {s3d(self.s3url(lp('gzip', m)), '-q', 'pull', 'bench/big:1', endpoint=self.link.endpoint)} > /dev/null",
+                     lambda i, m=mbit: self.blob_bytes(lp("gzip", m), client=ls3()), "stored blobs", rounds=runs)
+            self.add(f"{pfx}.awscp.down", "link", f"{mbit} Mbit/s: aws s3 cp s3://…/blob - > /dev/null per gzip blob",
+                     lambda i, m=mbit: "{T} bash -c " + q(" && ".join(f"{awscp()} s3://{self.bucket}/{q(k)} - >/dev/null" for k in self.blob_keys(lp("gzip", m), client=ls3()))),
+                     lambda i, m=mbit: self.blob_bytes(lp("gzip", m), client=ls3()), "stored blobs", tool="aws", rounds=runs,
+                     after=clear("gzip"))
+            for comp in ("zstd", "auto"):
+                self.add(f"{pfx}.push.{comp}", "link", f"{mbit} Mbit/s: s3dock push --compression {comp} big.tar",
+                         lpush(A, "bench/big:1", comp, comp), asz, "archive", setup=clear(comp), after=clear(comp),
+                         parse_json=True, rounds=runs)
+            self.add(f"{pfx}.awscp.up", "link", f"{mbit} Mbit/s: aws s3 cp big.tar s3://… (no compression)",
+                     lambda i, m=mbit: f"{{T}} {awscp()} {q(A)} s3://{self.bucket}/{lp('aws', m)}/big.tar", asz, "archive",
+                     setup=clear("aws"), after=clear("aws"), tool="aws", rounds=runs)
+            sk = os.path.join(self.out_dir, "link-skopeo.d")
+            self.add(f"{pfx}.skopeo.push", "link", f"{mbit} Mbit/s: skopeo copy docker-archive:big.tar docker://registry:2 (fs driver, in the namespace; gzip)",
+                     lambda i, m=mbit: f"{{T}} skopeo copy -q --dest-tls-verify=false docker-archive:{q(A)} docker://{self.link.registry}/bench/big-l{m}-r{i}:1",
+                     asz, "archive", setup=lambda i, m=mbit: self.link_at(m), tool="skopeo", rounds=runs)
+            self.add(f"{pfx}.skopeo.pull", "link", f"{mbit} Mbit/s: skopeo copy docker://registry:2 dir:DIR (layers stay compressed)",
+                     lambda i, m=mbit: f"{{T}} skopeo copy -q --src-tls-verify=false docker://{self.link.registry}/bench/big-l{m}-r{i}:1 dir:{q(sk)} && du -sb {q(sk)} | cut -f1",
+                     asz, "archive", setup=lambda i: self.rmdir(sk), after=lambda i: self.rmdir(sk), tool="skopeo",
+                     out_size=True, rounds=runs)
+            if many:
+                M, msz = many["path"], many["size"]
+                self.add(f"{pfx}.many.push", "link", f"{mbit} Mbit/s: s3dock push (gzip) of many.tar, {len(many['layers'])} layers of 100 KiB-2 MiB",
+                         lpush(M, "bench/many:1", "gzip", "many"), msz, "archive", setup=clear("many"), parse_json=True, rounds=runs)
+                self.add(f"{pfx}.many.pull", "link", f"{mbit} Mbit/s: s3dock pull bench/many:1 > /dev/null",
+                         lambda i, m=mbit: f"{{T}} {s3d(self.s3url(lp('many', m)), '-q', 'pull', 'bench/many:1', endpoint=self.link.endpoint)} > /dev/null",
+                         lambda i, m=mbit: self.blob_bytes(lp("many", m), "bench/many", client=ls3()), "stored blobs",
+                         after=clear("many"), rounds=runs)
+
+    def define_scale_garage(self):
+        """The 6 GiB-layer image on Garage (--scale, Garage running): push (temp key + multipart
+        server-side copy to the digest key), the copy alone, pull; one round."""
+        sc = self.inputs.get("scale")
+        if not sc or not self.garage:
+            return
+        S, ssz = sc["path"], sc["size"]
+        pre = "b/garage-scale"
+        gs3 = self.garage_s3
+        self.add("scale.push.garage.gzip", "scale", "6 GiB layer: cat scale.tar | s3dock push → Garage (gzip blob > 5 GiB: multipart copy)",
+                 f"cat {q(S)} | {{T}} {self.s3dock(self.s3url(pre), '-q', '--json', 'push', 'bench/scale:1', endpoint=self.garage)}",
+                 ssz, "archive", rounds=1, setup=lambda i: self.delete_prefix(pre + "/", gs3), parse_json=True)
+        copy = os.path.join(HERE, "s3copy.py")
+        self.add("scale.copy.garage", "scale", "the same server-side move alone: UploadPartCopy of the stored 6 GiB blob (512 MiB parts, 4 at a time)",
+                 lambda i: f"{{T}} {q(self.py)} {q(copy)} {q(self.garage)} {q(self.bucket)} {q(self.blob_keys(pre, 'bench/scale', client=gs3)[0])} b/garage-copy-test",
+                 lambda i: self.blob_bytes(pre, "bench/scale", client=gs3), "stored blobs", rounds=1, tool="python/boto3")
+        self.add("scale.pull.garage.gzip.devnull", "scale", "6 GiB layer: s3dock pull > /dev/null from Garage",
+                 f"{{T}} {self.s3dock(self.s3url(pre), '-q', 'pull', 'bench/scale:1', endpoint=self.garage)} > /dev/null",
+                 lambda i: self.blob_bytes(pre, "bench/scale", client=gs3), "stored blobs", rounds=1,
+                 after=lambda i: self.delete_prefix(pre + "/", gs3))
+
     def cleanup(self):
+        if self.link:
+            self.link.down()
+            self.link = None
         for addr in list(self.registries):
             self.registry_stop(addr)
         if not self.a.keep_stores:
@@ -547,6 +780,7 @@ class Bench:
         doc = {
             "machine": self._machine,
             "config": {"runs": self.a.runs, "work": self.work, "scale": self.a.scale, "s3dock_jobs": 4,
+                       "link_rates": self.a.link_rates, "link_runs": self.a.link_runs, "garage": bool(self.garage),
                        "part_size": "16MiB", "store_s3": "s3s-fs 0.14.1 on 127.0.0.1",
                        "inputs": {k: {"size": v["size"], "layers": [l["size"] for l in v["layers"]]}
                                   for k, v in self.inputs.items()}},
@@ -575,7 +809,7 @@ class Bench:
 
         def t(tid, desc, pair, goal, cmp=">=", primary=True, note="", value=None):
             whole, paired = pair if pair else (value, None)
-            met = None if whole is None else (whole >= goal if cmp == ">=" else whole < goal)
+            met = None if whole is None else {">=": whole >= goal, "<": whole < goal, "<=": whole <= goal}[cmp]
             out.append({"id": tid, "target": desc, "value": whole, "paired_median": paired, "goal": goal, "cmp": cmp,
                         "met": met, "primary": primary, "note": note})
 
@@ -614,9 +848,112 @@ class Bench:
             ("pull.s3.gzip.devnull", "base.skopeo.pull.s3.dir", False, "both keep the layers compressed"),
         ):
             t(f"pull-vs-skopeo.{n}", f"{n} speed-up over {base}", ratios(n, base), 2.0, primary=prim, note=note)
+        out.extend(self.targets16(R))
         worst = max(((R[n].get("peak_rss") or 0, n) for n in R if R[n]["tool"] == "s3dock"), default=(None, None))
         if worst[0]:
             t("rss", f"peak RSS (MiB) over every s3dock case (worst: {worst[1]})", None, 300, cmp="<", value=worst[0] / MiB)
+        return out
+
+    def targets16(self, R):
+        """Issue 16: CPU efficiency against one-thread floors, core scaling, link-bound transfers."""
+        out = []
+
+        def t(tid, desc, value, goal, cmp, primary=True, note=""):
+            met = None if value is None else {">=": value >= goal, "<": value < goal, "<=": value <= goal}[cmp]
+            out.append({"id": tid, "target": desc, "value": value, "paired_median": None, "goal": goal, "cmp": cmp,
+                        "met": met, "primary": primary, "note": note})
+
+        cpu = lambda n: R.get(n, {}).get("cpu_median")
+        med = lambda n: R.get(n, {}).get("median")
+        basis = lambda n: R.get(n, {}).get("basis_bytes")
+        busy = lambda n: statistics.median(R[n]["machine_busy"]) if R.get(n, {}).get("machine_busy") else None
+
+        def extra(n, k):
+            return next((e.get(k) for e in R.get(n, {}).get("extra", []) if e and e.get(k) is not None), None)
+
+        def busy_note(*ns):
+            b = [busy(n) for n in ns if busy(n) is not None]
+            return f"machine busy {max(b):.1f} cores" if b else ""
+
+        # sha256 CPU per byte on this machine (openssl, SHA-NI when the CPU has it)
+        sha = cpu("floor.openssl.archive") / basis("floor.openssl.archive") if cpu("floor.openssl.archive") and basis("floor.openssl.archive") else None
+        if sha:
+            for store in ("s3", "dir"):
+                for comp, floor in (("gzip", "floor.pigz1.archive"), ("zstd", "floor.zstd1.archive")):
+                    n = f"push.{store}.{comp}.cold"
+                    up = extra(n, "bytes_uploaded")
+                    if cpu(n) is None or cpu(floor) is None or not up:
+                        continue
+                    f = cpu(floor) + sha * (basis(n) + up)
+                    t(f"cpu.push.{store}.{comp}", f"cold push {comp} → {store}: s3dock user+sys / floor ({floor} CPU + sha256 of input and output)",
+                      cpu(n) / f, 1.10, "<=", note=f"{cpu(n):.1f} vs {f:.1f} CPU-s; {busy_note(n)}")
+            for store in ("s3", "dir"):
+                for comp in ("gzip", "zstd"):
+                    n = f"push.{store}.{comp}.warm"
+                    if cpu(n) is not None:
+                        f = sha * basis(n)
+                        t(f"cpu.warm.{store}.{comp}", f"warm re-push ({comp}) → {store}: s3dock user+sys / sha256 of the archive",
+                          cpu(n) / f, 1.15, "<=", primary=comp == "gzip", note=f"{cpu(n):.2f} vs {f:.2f} CPU-s")
+            for n, floor, prim in (("pull.s3.gzip.devnull", "floor.gunzip.blobs", True),
+                                   ("pull.s3.gzip.decompress.devnull", "floor.gunzip.blobs", True),
+                                   ("pull.s3.zstd.devnull", "floor.unzstd.blobs", True),
+                                   ("pull.s3.zstd.decompress.devnull", "floor.unzstd.blobs", True),
+                                   ("pull.dir.gzip.devnull", "floor.gunzip.blobs", False)):
+                plain = extra(floor, "bytes_out")
+                if cpu(n) is None or cpu(floor) is None or not plain:
+                    continue
+                f = cpu(floor) + sha * (basis(floor) + plain)
+                t(f"cpu.{n}", f"verified {n}: s3dock user+sys / floor (one-thread decompress + sha256 of blobs and plain layers)",
+                  cpu(n) / f, 1.10, "<=", primary=prim, note=f"{cpu(n):.1f} vs {f:.1f} CPU-s")
+        for comp in ("gzip", "zstd"):
+            one, two = f"push.dir.{comp}.core0", f"push.dir.{comp}.cold"
+            if med(one) and med(two):
+                t(f"scaling.{comp}", f"core scaling, cold push {comp} → dir: wall with taskset -c 0 / wall on both cores",
+                  med(one) / med(two), 1.8, ">=", note=f"{med(one):.1f} s vs {med(two):.1f} s; {busy_note(one, two)}")
+        # Garage: does the server-side move dominate the 6 GiB push?
+        if med("scale.copy.garage") and med("scale.push.garage.gzip"):
+            t("garage.copy-share", "Garage, 6 GiB push: server-side move (UploadPartCopy of the blob) / whole push",
+              med("scale.copy.garage") / med("scale.push.garage.gzip"), 0.25, "<", primary=False,
+              note=f"{med('scale.copy.garage'):.1f} s of {med('scale.push.garage.gzip'):.1f} s")
+        # link-bound transfers
+        for mbit in getattr(self.a, "link_rates", None) or [1000, 200]:
+            p = f"link.{mbit}"
+            rate = mbit * 1e6 / 8
+            for what in ("none", "gzip", "zstd", "auto"):
+                n = f"{p}.push.{what}"
+                up = extra(n, "bytes_uploaded")
+                if med(n) and up:
+                    t(f"{n}", f"{mbit} Mbit/s: s3dock push --compression {what}: uploaded bytes / wall / link rate",
+                      up / med(n) / rate, 0.9, ">=", primary=what in ("none", "gzip"),
+                      note=f"{up / 1e6:.0f} MB in {med(n):.1f} s" + (f", zstd levels {extra(n, 'zstd_levels')}" if extra(n, "zstd_levels") else ""))
+            for n, tool in ((f"{p}.pull.gzip", "s3dock pull (verified)"), (f"{p}.awscp.down", "aws s3 cp (download)")):
+                if med(n) and basis(n):
+                    t(n, f"{mbit} Mbit/s: {tool}: blob bytes / wall / link rate", basis(n) / med(n) / rate, 0.9, ">=",
+                      primary=n.endswith("pull.gzip"), note=f"{basis(n) / 1e6:.0f} MB in {med(n):.1f} s")
+            n = f"{p}.awscp.up"
+            if med(n):
+                t(n, f"{mbit} Mbit/s: aws s3 cp big.tar (upload, context): bytes / wall / link rate", basis(n) / med(n) / rate, 0.9, ">=",
+                  primary=False, note=f"{med(n):.1f} s")
+            n = f"{p}.skopeo.pull"
+            if med(n) and extra(n, "bytes_out"):
+                t(n, f"{mbit} Mbit/s: skopeo pull from registry:2 (context): bytes / wall / link rate",
+                  extra(n, "bytes_out") / med(n) / rate, 0.9, ">=", primary=False, note=f"{med(n):.1f} s")
+            for a, b, what in ((f"{p}.push.gzip", f"{p}.skopeo.push", "push gzip: s3dock speed-up over skopeo → registry:2"),
+                               (f"{p}.push.none", f"{p}.awscp.up", "plain upload: s3dock push --compression none speed-up over aws s3 cp"),
+                               (f"{p}.push.gzip", f"{p}.awscp.up", "s3dock push gzip speed-up over aws s3 cp of the plain archive"),
+                               (f"{p}.pull.gzip", f"{p}.awscp.down", "pull: s3dock (verified) speed-up over aws s3 cp of the same blobs"),
+                               (f"{p}.pull.gzip", f"{p}.skopeo.pull", "pull: s3dock speed-up over skopeo from registry:2 (dir:, compressed)"),
+                               (f"{p}.push.auto", f"{p}.push.zstd", "--compression auto speed-up over zstd -3"),
+                               (f"{p}.push.auto", f"{p}.push.gzip", "--compression auto speed-up over gzip -1")):
+                if med(a) and med(b):
+                    t(f"{a}-vs-{b.rsplit('.', 2)[-2]}.{b.rsplit('.', 1)[-1]}", f"{mbit} Mbit/s: {what} (context)", med(b) / med(a), 1.0, ">=",
+                      primary=False, note=f"{med(a):.1f} s vs {med(b):.1f} s")
+            for n in (f"{p}.many.push", f"{p}.many.pull"):
+                moved = extra(n, "bytes_uploaded") if n.endswith("push") else basis(n)
+                if med(n) and moved:
+                    need = moved / rate
+                    t(n, f"{mbit} Mbit/s: many small layers, {n.rsplit('.', 1)[-1]}: wall / time its bytes need on the link",
+                      med(n) / need, 1.5, "<=", note=f"{moved / 1e6:.1f} MB: {med(n):.2f} s vs {need:.2f} s")
         return out
 
     def table_rows(self):
@@ -706,6 +1043,7 @@ def render(a):
     doc = json.load(open(a.render))
     b = Bench.__new__(Bench)
     a.runs = doc["config"]["runs"]
+    a.link_rates = doc["config"].get("link_rates", [1000, 200])
     b.a, b._machine, b.nproc = a, doc["machine"], doc["machine"]["nproc"]
     b.inputs = doc["config"]["inputs"]
     b.cases = [SimpleNamespace(name=r["name"], desc=r["desc"], rec=r) for r in doc["cases"]]
@@ -727,6 +1065,10 @@ def main():
     ap.add_argument("--scale", action="store_true", help="add the 6 GiB-layer image (one round)")
     ap.add_argument("--only", help="regex: run only the cases whose name matches (mind their dependencies)")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--no-link", action="store_true", help="skip the rate-limited link cases (they need root)")
+    ap.add_argument("--link-rates", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 200],
+                    help="link rates in Mbit/s (comma-separated)")
+    ap.add_argument("--link-runs", type=int, default=1, help="rounds of the link cases")
     ap.add_argument("--keep-stores", action="store_true")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds before one command is given up")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
@@ -740,6 +1082,9 @@ def main():
         b.define()
         if a.scale:
             b.define_scale()
+            b.define_scale_garage()
+        if not a.no_link:
+            b.define_link()
         b.run()
     finally:
         b.cleanup()

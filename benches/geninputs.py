@@ -12,6 +12,8 @@ Writes under INPUTS_DIR (reused when `inputs.json` there has the same recipe ver
                  bench/big:1 = [files.tar, random.tar]                          (~1.3 GiB)
   big2.tar       bench/big:2 = [files.tar, random2.tar]: shares all but one layer with big.tar
   small.tar      (archive) bench/small:1 = [small layer]            -> small-image.tar
+  many.tar       bench/many:1 = 60 layers of 100 KiB-2 MiB (slices of files.tar: real, compressible
+                 bytes), like an application image of many small layers
   --scale adds:
   scale.tar      bench/scale:1 = one 6 GiB layer (1 GiB of real files + 5 GiB random),
                  so even gzip-compressed it stays above S3's 5 GiB single-copy limit
@@ -157,6 +159,26 @@ def scale_layer(path, files_tar, seed, random_size):
             tf.addfile(ti, GenReader(random_stream(seed * 1000 + i, per)))
 
 
+def many_layers(d, files_tar, count=60, seed=7):
+    """`count` small layers, 100 KiB to 2 MiB each, every one a different slice of files_tar."""
+    rng = random.Random(seed)
+    total = os.path.getsize(files_tar)
+    paths = []
+    with open(files_tar, "rb") as src:
+        for i in range(count):
+            size = rng.randint(100 * 1024, 2 * MiB)
+            src.seek(rng.randrange(0, total - size))
+            data = src.read(size)
+            path = os.path.join(d, f"layer-many-{i:02d}.tar")
+            with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+                ti = tarfile.TarInfo(f"app/part-{i:02d}.bin")
+                ti.size, ti.mode, ti.mtime = len(data), 0o644, CREATED_TS
+                import io
+                tf.addfile(ti, io.BytesIO(data))
+            paths.append(path)
+    return paths
+
+
 def write_archive(path, name, tag, layer_paths):
     """A Docker >= 25 classic-store `docker save` archive of one image."""
     layers = []
@@ -277,6 +299,9 @@ def main():
         imgs["big"] = write_archive(p("big.tar"), "bench/big", "1", [p("layer-files.tar"), p("layer-random.tar")])
         imgs["big2"] = write_archive(p("big2.tar"), "bench/big", "2", [p("layer-files.tar"), p("layer-random2.tar")])
         imgs["small"] = write_archive(p("small-image.tar"), "bench/small", "1", [p("layer-small.tar")])
+        json.dump(meta, open(meta_path, "w"), indent=1)
+    if not have("many"):
+        imgs["many"] = write_archive(p("many.tar"), "bench/many", "1", many_layers(d, p("layer-files.tar")))
         json.dump(meta, open(meta_path, "w"), indent=1)
     if a.scale and not have("scale"):
         log("building the 6 GiB scale layer and archive (needs ~12 GiB of disk)")

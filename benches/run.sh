@@ -79,6 +79,10 @@ cleanup() {
   local rc=$?
   "$REPO/scripts/registry.sh" stop >/dev/null 2>&1 || true
   "$REPO/scripts/s3-servers.sh" stop >/dev/null 2>&1 || true
+  # bench.py removes its link namespace itself; this covers a kill -9 of it (the veth pair and
+  # both qdiscs go with the namespace)
+  ip netns del s3dbench >/dev/null 2>&1 || true
+  ip link del s3db-h >/dev/null 2>&1 || true
   rm -rf "$WORK/servers" "$WORK/stores" "$WORK/out" "$WORK/tmp" "$WORK"/registry-fs-r* "$WORK/bin"
   exit $rc
 }

@@ -240,6 +240,26 @@ fn zstd_layers_round_trip_and_decompress_on_pull() {
     }
 }
 
+/// `--compression auto` stores zstd layers (whatever level it settled on) that pull verifies.
+#[test]
+fn auto_compression_stores_zstd_layers_that_pull_verifies() {
+    let store = TestStore::local();
+    let s = store.push_json(
+        &["--compression", "auto", HELLO],
+        Some(&fixture("docker-legacy.tar")),
+    );
+    assert_eq!(s["compression"], "auto");
+    let layers = s["images"][0]["layers"].as_array().unwrap();
+    assert!(layers.iter().all(|l| l["compression"] == "zstd"), "{s}");
+    assert_eq!(s["zstd_levels"].as_array().unwrap().len(), layers.len());
+    let out = store.pull(&[HELLO]);
+    assert!(archive_layer_files(&out)
+        .iter()
+        .all(|l| l.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])));
+    let sum = summarize_archive(&store.pull(&[HELLO, "--decompress"]));
+    assert_eq!(sum[0].layer_diff_ids, sum[0].config_diff_ids);
+}
+
 #[test]
 fn pull_by_digest_to_file_with_cache_and_rename() {
     let store = TestStore::local();

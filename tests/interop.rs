@@ -179,6 +179,44 @@ fn docker_multilayer_dir_gzip_docker_format() {
     }
 }
 
+/// `--compression auto`: zstd layers whatever level the adaptation picked, verified by pull
+/// (every digest and diff_id) and loaded by Docker (20.10 needs them decompressed).
+#[test]
+fn docker_multilayer_dir_auto_compression() {
+    if !peers_for_docker() {
+        return;
+    }
+    let images = DockerImages::new();
+    let store = TestStore::local();
+    let r = format!("{}:auto", name("amulti"));
+    let (before, out) = build_multi(&images, &r);
+    let pushed = docker_round_trip(
+        &store,
+        &r,
+        &before,
+        &out,
+        &["--compression", "auto"],
+        &["--decompress"],
+    );
+    let layers = pushed["images"][0]["layers"].as_array().unwrap();
+    for l in layers {
+        assert_eq!(l["compression"], "zstd", "{pushed}");
+    }
+    assert_eq!(pushed["compression"], "auto");
+    assert_eq!(
+        pushed["zstd_levels"].as_array().unwrap().len(),
+        layers.len(),
+        "{pushed}"
+    );
+    // The blobs as stored are zstd streams that pull verifies and hands out as they are.
+    let stored = store.pull(&[&r]);
+    assert!(archive_layer_files(&stored)
+        .iter()
+        .all(|l| l.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])));
+    let sum = summarize_archive(&store.pull(&[&r, "--decompress"]));
+    assert_eq!(sum[0].layer_diff_ids, sum[0].config_diff_ids);
+}
+
 #[test]
 fn docker_multilayer_moto_zstd_decompress() {
     if !peers_for_docker() || !need_podman() || !need_skopeo() {

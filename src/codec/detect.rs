@@ -1,6 +1,6 @@
 //! Detection of compressed input by its magic bytes.
 
-pub use crate::model::compression::Compression;
+pub use crate::model::compression::{Compression, PushCompression};
 use anyhow::{bail, Result};
 use std::io::Read;
 

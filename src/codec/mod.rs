@@ -9,8 +9,8 @@ mod gzip;
 mod io;
 mod zstd;
 
-pub use self::zstd::zstd_stream;
-pub use detect::{decompressing_reader, detect, Compression, Detected};
+pub use self::zstd::{zstd_stream, Level, ZstdRun, ADAPT_MAX, ADAPT_MIN};
+pub use detect::{decompressing_reader, detect, Compression, Detected, PushCompression};
 pub use diffid::{Decompressed, DiffIdHasher, MAX_RATIO};
 pub use gzip::{gzip_parallel, GZIP_BLOCK};
 pub use io::{copy_large, read_full};

@@ -44,3 +44,46 @@ impl FromStr for Compression {
         }
     }
 }
+
+/// What a push is asked for: one compression, or `auto` (zstd, its level chosen while the
+/// layer streams from how fast the store takes the output, see `codec::Level::Adaptive`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushCompression {
+    Fixed(Compression),
+    Auto,
+}
+
+impl PushCompression {
+    pub fn name(self) -> &'static str {
+        match self {
+            PushCompression::Fixed(c) => c.name(),
+            PushCompression::Auto => "auto",
+        }
+    }
+
+    /// The compression the layers are stored in.
+    pub fn codec(self) -> Compression {
+        match self {
+            PushCompression::Fixed(c) => c,
+            PushCompression::Auto => Compression::Zstd,
+        }
+    }
+}
+
+impl From<Compression> for PushCompression {
+    fn from(c: Compression) -> Self {
+        PushCompression::Fixed(c)
+    }
+}
+
+impl FromStr for PushCompression {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(PushCompression::Auto),
+            _ => s.parse().map(PushCompression::Fixed).map_err(|_| {
+                anyhow::anyhow!("unknown compression {s:?}: use gzip, zstd, auto or none")
+            }),
+        }
+    }
+}

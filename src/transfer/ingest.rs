@@ -5,6 +5,7 @@
 
 use crate::codec::{
     copy_large, detect, gzip_parallel, read_full, zstd_stream, Compression, Detected, DiffIdHasher,
+    Level,
 };
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::Layer;
@@ -20,6 +21,8 @@ pub struct Ingested {
     /// sha256 and size of the file's bytes as they were in the archive.
     pub file_digest: Digest,
     pub file_size: u64,
+    /// zstd levels used (lowest, last, highest) when this push compressed the layer with zstd.
+    pub zstd_levels: Option<(i32, i32, i32)>,
 }
 
 /// Reads a layer file's first bytes: what it is, and the whole stream again.
@@ -76,9 +79,21 @@ impl Write for Hashing<'_> {
 pub fn ingest(
     path: &str,
     kind: Detected,
-    mut data: impl Read,
+    data: impl Read,
     target: Compression,
     level: i32,
+    out: &mut dyn Write,
+) -> Result<Ingested> {
+    ingest_at(path, kind, data, target, Level::Fixed(level), out)
+}
+
+/// [`ingest`] with a level that zstd may adapt to the sink's pace (`--compression auto`).
+pub fn ingest_at(
+    path: &str,
+    kind: Detected,
+    mut data: impl Read,
+    target: Compression,
+    level: Level,
     out: &mut dyn Write,
 ) -> Result<Ingested> {
     let mut out = Hashing {
@@ -107,10 +122,12 @@ pub fn ingest(
             file_digest: layer.digest,
             file_size: layer.size,
             layer,
+            zstd_levels: None,
         });
     }
     let mut diff = Hasher::new();
     let threads = rayon::current_num_threads();
+    let mut zstd_levels = None;
     match target {
         Compression::None => {
             copy_large(&mut data, &mut out)?;
@@ -119,20 +136,21 @@ pub fn ingest(
         Compression::Gzip => {
             gzip_parallel(
                 &mut data,
-                level.clamp(0, 9) as u32,
+                level.start().clamp(0, 9) as u32,
                 4 * threads,
                 |b| diff.update(b),
                 |b| out.write_all(b).map_err(anyhow::Error::from),
             )?;
         }
         Compression::Zstd => {
-            zstd_stream(
+            let run = zstd_stream(
                 &mut data,
                 level,
                 threads as u32,
                 |b| diff.update(b),
                 &mut out,
             )?;
+            zstd_levels = Some(run.levels);
         }
     }
     let file_size = diff.len();
@@ -141,6 +159,7 @@ pub fn ingest(
         layer: out.into_layer(target, diff_id),
         file_digest: diff_id,
         file_size,
+        zstd_levels,
     })
 }
 

@@ -5,7 +5,7 @@
 use crate::archive::{
     read_archive_for, ArchiveImage, LayerEntry, LayerSink, OmittedBlob, Platforms, SunkLayer,
 };
-use crate::codec::{copy_large, Compression};
+use crate::codec::{copy_large, Compression, Level, PushCompression};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{
     build_index, build_manifest, host_platform, oci_digest, our_digest, parse_document, Config,
@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
 pub struct PushOptions {
-    pub compression: Compression,
+    pub compression: PushCompression,
+    /// The level, or with `auto` the level to start from.
     pub level: Option<i32>,
     /// `--platform`: picks from an archive's multi-platform index (None: this host's) and
     /// must match every image pushed.
@@ -211,8 +212,9 @@ impl LayerSink for PushSink {
     fn layer(&mut self, entry: &LayerEntry, data: &mut dyn Read) -> Result<SunkLayer<Layer>> {
         self.stats.layers.fetch_add(1, Ordering::Relaxed);
         let (kind, mut data) = ingest::sniff(entry.size, data)?;
-        let target = self.opts.compression;
+        let target = self.opts.compression.codec();
         let level = self.opts.level.unwrap_or(target.default_level());
+        let adaptive = self.opts.compression == PushCompression::Auto;
         let stored = ingest::stored_as(entry.path, kind)?.is_some();
         let upload = if stored {
             // Already compressed (OCI archives, containerd-store saves): stored as it is.
@@ -256,12 +258,25 @@ impl LayerSink for PushSink {
                 .name_digest
                 .map(|d| d.hex())
                 .or(entry.v1_id.map(str::to_string))
-                .map(|id| format!("{}-{}{level}", &id[..id.len().min(32)], target.name()));
+                .map(|id| {
+                    let settings = match adaptive {
+                        true => "auto".to_string(),
+                        false => format!("{}{level}", target.name()),
+                    };
+                    format!("{}-{settings}", &id[..id.len().min(32)])
+                });
             let known = entry.name_digest.filter(|_| target == Compression::None);
             self.begin(known, group, entry.size)?
         };
         let mut out = Output(upload);
-        let got = ingest::ingest(entry.path, kind, data, target, level, &mut out)?;
+        let level = match adaptive {
+            true => Level::Adaptive(level),
+            false => Level::Fixed(level),
+        };
+        let got = ingest::ingest_at(entry.path, kind, data, target, level, &mut out)?;
+        if let Some(l) = got.zstd_levels {
+            self.stats.zstd_levels.lock().expect("stats lock").push(l);
+        }
         let upload = self.finish(out, &got.layer)?;
         self.remember(&got.layer, entry.v1_id.filter(|_| !stored), upload);
         Ok(SunkLayer {

@@ -12,6 +12,8 @@ pub struct Stats {
     pub bytes_resumed: AtomicU64,
     pub bytes_downloaded: AtomicU64,
     pub blobs_skipped: AtomicU64,
+    /// Per layer this push compressed with zstd: (lowest, last, highest) level used.
+    pub zstd_levels: std::sync::Mutex<Vec<(i32, i32, i32)>>,
 }
 
 pub struct Progress(Option<ProgressBar>);

@@ -20,7 +20,7 @@
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use s3dock::archive::Format;
-use s3dock::codec::Compression;
+use s3dock::codec::PushCompression;
 use s3dock::model::units::{parse_duration, parse_size};
 use s3dock::release::builder::Builder;
 use std::path::PathBuf;
@@ -290,10 +290,10 @@ pub struct PushArgs {
     /// Archive to read; - or absent means stdin
     #[arg(long, short)]
     pub input: Option<PathBuf>,
-    /// Layer compression: gzip, zstd or none [default: gzip, or the profile's]
+    /// Layer compression: gzip, zstd, none, or auto (zstd, level adapted to the upload rate) [default: gzip, or the profile's]
     #[arg(long, env = "S3DOCK_COMPRESSION")]
-    pub compression: Option<Compression>,
-    /// Compression level [default: gzip 1, zstd 3]
+    pub compression: Option<PushCompression>,
+    /// Compression level [default: gzip 1, zstd 3; with auto: the level to start from]
     #[arg(long)]
     pub level: Option<i32>,
     /// Platform to take from a multi-platform archive
@@ -435,10 +435,10 @@ pub struct BuildArgs {
     /// Stream the builder's save output straight into a push
     #[arg(long)]
     pub push: bool,
-    /// Layer compression for --push [default: gzip, or the profile's]
+    /// Layer compression for --push: gzip, zstd, none or auto [default: gzip, or the profile's]
     #[arg(long, env = "S3DOCK_COMPRESSION")]
-    pub compression: Option<Compression>,
-    /// Compression level [default: gzip 1, zstd 3]
+    pub compression: Option<PushCompression>,
+    /// Compression level [default: gzip 1, zstd 3; with auto: the level to start from]
     #[arg(long)]
     pub level: Option<i32>,
     #[command(flatten)]
@@ -585,9 +585,9 @@ pub enum ConfigCommand {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Layer compression for pushes: gzip, zstd or none
+    /// Layer compression for pushes: gzip, zstd, none or auto
     #[arg(long)]
-    pub compression: Option<Compression>,
+    pub compression: Option<PushCompression>,
     /// Image builder for `s3dock build`: docker, podman or buildah
     #[arg(long)]
     pub builder: Option<String>,

@@ -289,6 +289,9 @@ async fn run_push(s: &Settings, a: PushArgs) -> Result<()> {
         "bytes_uploaded": stats.bytes_uploaded.load(Ordering::Relaxed),
         "bytes_resumed": stats.bytes_resumed.load(Ordering::Relaxed),
         "blobs_skipped": stats.blobs_skipped.load(Ordering::Relaxed),
+        "compression": s.compression.value.name(),
+        // Per layer compressed with zstd: [lowest, last, highest] level (they differ with auto).
+        "zstd_levels": *stats.zstd_levels.lock().expect("stats lock"),
         "seconds": secs,
         "store": store_name(&store),
     });

@@ -3,7 +3,7 @@
 
 use crate::cli::{Global, InitArgs};
 use anyhow::{anyhow, bail, Context, Result};
-use s3dock::codec::Compression;
+use s3dock::codec::PushCompression;
 use s3dock::model::units::{format_size, parse_size};
 use s3dock::release::builder::Builder;
 use s3dock::store::Location;
@@ -78,7 +78,7 @@ fn check_profile(name: &str, p: &Profile) -> Result<()> {
         bail!("profile names are letters, digits, '_' and '-'");
     }
     if let Some(c) = &p.compression {
-        c.parse::<Compression>()?;
+        c.parse::<PushCompression>()?;
     }
     if let Some(b) = &p.builder {
         b.parse::<Builder>()?;
@@ -255,7 +255,10 @@ fn ask(p: &mut Profile) -> Result<()> {
     p.region = prompt("region", p.region.clone())?;
     p.root_dir = prompt("root directory in the store", p.root_dir.clone())?;
     p.aws_profile = prompt("AWS profile", p.aws_profile.clone())?;
-    p.compression = prompt("compression (gzip, zstd, none)", p.compression.clone())?;
+    p.compression = prompt(
+        "compression (gzip, zstd, none, auto)",
+        p.compression.clone(),
+    )?;
     p.builder = prompt("builder (docker, podman, buildah)", p.builder.clone())?;
     p.actor = prompt(
         "actor for the audit trail (empty: git user)",
@@ -311,7 +314,7 @@ pub fn render(file: &ConfigFile) -> String {
                 "\"prod\"",
             ),
             (
-                "layer compression for pushes: gzip, zstd or none",
+                "layer compression for pushes: gzip, zstd, none or auto",
                 "compression",
                 s(&p.compression),
                 "\"gzip\"",

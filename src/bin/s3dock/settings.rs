@@ -14,7 +14,7 @@ use crate::profiles::{config_path, init, list, load, redact_url, Profile};
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use s3dock::codec::Compression;
+use s3dock::codec::{Compression, PushCompression};
 use s3dock::model::units::{format_size, parse_size};
 use s3dock::release::audit::local_actor;
 use s3dock::release::builder::Builder;
@@ -164,7 +164,7 @@ pub struct Settings {
     pub aws_profile: Setting<Option<String>>,
     pub jobs: Setting<usize>,
     pub part_size: Setting<u64>,
-    pub compression: Setting<Compression>,
+    pub compression: Setting<PushCompression>,
     pub builder: Setting<Builder>,
     /// None: the git user, else user@host (see `local_actor`).
     pub actor: Setting<Option<String>>,
@@ -189,7 +189,7 @@ impl Settings {
         st: &StoreArgs,
         tr: &TransferArgs,
         sources: &ArgSources,
-        cmd_compression: Option<Compression>,
+        cmd_compression: Option<PushCompression>,
         cmd_builder: Option<Builder>,
     ) -> Result<Settings> {
         let (config, aws_from_profile_flag) = select(g, st, sources)?;
@@ -311,7 +311,7 @@ impl Settings {
                 p.compression.clone(),
             ),
             "compression",
-            Compression::Gzip,
+            PushCompression::Fixed(Compression::Gzip),
         )?;
         let builder = typed(
             pick(
