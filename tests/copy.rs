@@ -531,3 +531,49 @@ fn copy_refuses_bad_targets_and_missing_images() {
     let err = src.fails(&["copy", "bad/app:1", "--to", &src.args[1]], None);
     assert!(err.contains("source store"), "{err}");
 }
+
+/// `--to NAME` names a profile of the config file: its store (and settings) are the target.
+#[test]
+fn copy_to_a_config_profile() {
+    let src = TestStore::local();
+    src.push_json(
+        &[
+            "-i",
+            fixture("docker25.tar").to_str().unwrap(),
+            "prof/app:1",
+        ],
+        None,
+    );
+    let dst = TestStore::local();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg.path(),
+        format!(
+            "[profiles.dr]\nstore = {:?}\nroot_dir = \"reg\"\n",
+            dst.dir.as_ref().unwrap().path()
+        ),
+    )
+    .unwrap();
+    let out = src.ok(
+        &[
+            "copy",
+            "--json",
+            "-q",
+            "--config",
+            cfg.path().to_str().unwrap(),
+            "prof/app:1",
+            "--to",
+            "dr",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"][0]["reference"], "prof/app:1", "{v}");
+    assert!(
+        dst.keys().iter().any(|k| k.starts_with(
+            "reg/docker/registry/v2/repositories/prof/app/_manifests/tags/1/current/link"
+        )),
+        "{:?}",
+        dst.keys()
+    );
+}

@@ -1196,7 +1196,8 @@ fn reverse_multiplatform_index_skopeo_all_to_registry_fs_then_s3dock_pull() {
 }
 
 /// An oci-archive holding an index (`skopeo copy --all ... oci-archive:`): s3dock pushes the
-/// platform asked for, and registry:2 serves it with the child manifest's digest.
+/// platform asked for, and registry:2 serves it with the child manifest's digest; with
+/// `--all-platforms` the whole index, which registry:2 serves and skopeo picks from.
 #[test]
 fn producer_skopeo_oci_archive_multiplatform_index() {
     if !need_registry() || !need_skopeo() || !require("umoci", have_command("umoci")) {
@@ -1237,11 +1238,44 @@ fn producer_skopeo_oci_archive_multiplatform_index() {
             cfg.clone(),
         ));
     }
+    // --all-platforms: the whole index under one tag, served as an index.
+    let all = format!("{repo}:all");
+    let p = store.push_json(
+        &["-i", archive.to_str().unwrap(), "--all-platforms", &all],
+        None,
+    );
+    let index = p["images"][0]["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        p["images"][0]["platforms"].as_array().unwrap().len(),
+        2,
+        "{p}"
+    );
     let reg = Registry::fs(store.dir.as_ref().unwrap().path());
     for (r, digest, cfg) in &pushed {
         let d = reg.docker_ref(r);
         assert_eq!(skopeo_inspect(&d)["Digest"], digest.as_str());
         assert_eq!(skopeo_config_digest(&d), *cfg);
+    }
+    assert_eq!(skopeo_raw_manifest_digest(&reg.docker_ref(&all)), index);
+    for (arch, cfg) in [("amd64", &amd_cfg), ("arm64", &arm_cfg)] {
+        let mut c = skopeo();
+        c.args([
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            arch,
+            "--config",
+            "--raw",
+        ])
+        .arg(reg.docker_ref(&all));
+        assert_eq!(
+            format!("sha256:{}", sha256_hex(&check(&mut c).stdout)),
+            *cfg,
+            "{arch}"
+        );
     }
 }
 

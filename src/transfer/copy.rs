@@ -301,8 +301,15 @@ async fn copy_blob(
     d: &Digest,
     size: u64,
 ) -> Result<BlobCopy> {
-    if dst.blob_size(d).await? == Some(size) {
-        return Ok(BlobCopy::Skipped);
+    match dst.blob_size(d).await? {
+        Some(n) if n == size => return Ok(BlobCopy::Skipped),
+        // Content-addressed: a blob of another size is damaged, and uploads skip existing keys.
+        Some(n) => bail!(
+            "blob {d} in store {} is {n} bytes, not {size}: it is damaged; delete {} there and copy again",
+            dst.display,
+            dst.layout().blob_data(d)
+        ),
+        None => {}
     }
     match src.blob_size(d).await? {
         Some(n) if n == size => {}

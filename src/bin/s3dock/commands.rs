@@ -510,6 +510,7 @@ async fn run_copy(s: &Settings, a: CopyArgs) -> Result<()> {
     let mut records = Vec::new();
     if a.with_releases {
         let mut apps: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+        apps.sort();
         apps.dedup();
         for app in apps {
             records.push(s3dock::release::copy::copy_records(&src, &dst, app).await?);
