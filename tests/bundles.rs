@@ -3,7 +3,8 @@
 //! tags; `pull --env ENV` bundles every app's environment; delta archives (`--exclude`,
 //! `--exclude-from`) leave out the layers the far side holds, and `push` takes one only
 //! into a store that holds them, else fails with the store unchanged; `--loadable`
-//! takes those layers from the cache instead.
+//! takes those layers from the cache instead; `--all-platforms` keeps a stored index
+//! whole in a bundle.
 //!
 //! Docker images are built `FROM scratch` with busybox-static (see tests/interop.rs),
 //! with names containing `run_id()` and removed by a `DockerImages` guard.
