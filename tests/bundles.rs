@@ -3,7 +3,8 @@
 //! tags; `pull --env ENV` bundles every app's environment; delta archives (`--exclude`,
 //! `--exclude-from`) leave out the layers the far side holds, and `push` takes one only
 //! into a store that holds them, else fails with the store unchanged; `--loadable`
-//! takes those layers from the cache instead.
+//! takes those layers from the cache instead; `--all-platforms` keeps a stored index
+//! whole in a bundle.
 //!
 //! Docker images are built `FROM scratch` with busybox-static (see tests/interop.rs),
 //! with names containing `run_id()` and removed by a `DockerImages` guard.
@@ -595,4 +596,167 @@ fn loadable_delta_takes_the_excluded_layers_from_the_cache_verified() {
     );
     assert!(err.contains("corrupt in the cache"), "{err}");
     assert!(!bad.exists());
+}
+
+// ====================================================================== --all-platforms
+
+#[test]
+fn pull_all_platforms_keeps_the_index_whole_in_a_bundle() {
+    if !need_busybox() || !need_skopeo() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let multi = tmp.path().join("multi.tar");
+    let (index, images) = multi_platform_archive(&multi, "1", &format!("bundle {}", run_id()));
+    let store = TestStore::local();
+    // Tags differ, so skopeo can pick each by its ref name.
+    let (m, hello) = (name("multi:all"), "s3dock-fixture/hello:1");
+    store.push_json(
+        &["-i", multi.to_str().unwrap(), "--all-platforms", &m],
+        None,
+    );
+    store.ok(&["push", "-q"], Some(&fixture("docker25.tar")));
+
+    let err = store.fails(
+        &["pull", &m, "--all-platforms", "--platform", "linux/arm64"],
+        None,
+    );
+    assert!(err.contains("drop --platform"), "{err}");
+
+    // Both forms: the index (by its stored digest) with every platform's blobs, once.
+    for format in ["oci", "docker"] {
+        let f = tmp.path().join(format!("all-{format}.tar"));
+        let v = pull_json(
+            &store,
+            &[
+                &m,
+                hello,
+                "--all-platforms",
+                "--format",
+                format,
+                "-o",
+                f.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(v["images"][0]["manifest_digest"], index.as_str(), "{v}");
+        assert_eq!(v["images"][0]["platforms"], 2, "{v}");
+        assert!(v["images"][1].get("platforms").is_none(), "{v}");
+        let data = std::fs::read(&f).unwrap();
+        let entries = tar_entries(&data);
+        let files = tar_files(&data);
+        let mut names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "an entry written twice: {names:?}");
+        let idx: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let top = &idx["manifests"][0];
+        assert_eq!(top["digest"], index.as_str());
+        assert_eq!(top["mediaType"], "application/vnd.oci.image.index.v1+json");
+        let stored: serde_json::Value = serde_json::from_slice(
+            &files[&format!("blobs/sha256/{}", index.trim_start_matches("sha256:"))],
+        )
+        .unwrap();
+        for desc in stored["manifests"].as_array().unwrap() {
+            let md = desc["digest"].as_str().unwrap();
+            let mf: serde_json::Value = serde_json::from_slice(
+                &files[&format!("blobs/sha256/{}", md.trim_start_matches("sha256:"))],
+            )
+            .unwrap();
+            for d in std::iter::once(&mf["config"]).chain(mf["layers"].as_array().unwrap()) {
+                let hex = d["digest"].as_str().unwrap().trim_start_matches("sha256:");
+                let blob = &files[&format!("blobs/sha256/{hex}")];
+                assert_eq!(sha256_hex(blob), hex);
+            }
+        }
+        let src = format!("oci-archive:{}:all", f.display());
+        for i in &images {
+            let mut c = skopeo();
+            c.args([
+                "inspect",
+                "--override-arch",
+                i.arch,
+                "--config",
+                "--raw",
+                &src,
+            ]);
+            let cfg = check(&mut c).stdout;
+            assert_eq!(
+                format!("sha256:{}", sha256_hex(&cfg)),
+                i.config_digest,
+                "{format} {}",
+                i.arch
+            );
+        }
+        if format == "docker" {
+            // manifest.json names this host's image, for loaders that take one platform.
+            let s = summarize_archive(&data);
+            let host = images
+                .iter()
+                .find(|i| std::env::consts::ARCH == "x86_64" && i.arch == "amd64");
+            if let Some(h) = host {
+                let e = s.iter().find(|e| e.repo_tags == vec![m.clone()]).unwrap();
+                assert_eq!(e.config_digest, h.config_digest);
+            }
+        }
+        // skopeo copies the whole index out of the archive.
+        let dir = tmp.path().join(format!("copy-{format}"));
+        skopeo_copy(
+            &format!("oci-archive:{}:all", f.display()),
+            &format!("oci:{}:x", dir.display()),
+        );
+        // push --all-platforms of the bundle recreates the index under the tag, and the image.
+        let far = TestStore::local();
+        let back = far.push_json(&["-i", f.to_str().unwrap(), "--all-platforms"], None);
+        assert_eq!(
+            pushed(&back, &m)["manifest_digest"],
+            index.as_str(),
+            "{format}: {back}"
+        );
+        assert!(
+            back["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["reference"] == hello),
+            "{back}"
+        );
+    }
+
+    // docker load takes manifest.json's image (this host's) from the docker form, and it runs.
+    if std::env::consts::ARCH == "x86_64" && peers_for_docker() {
+        let images_guard = DockerImages::new();
+        images_guard.add(&m);
+        let f = tmp.path().join("one.tar");
+        store.ok(
+            &[
+                "pull",
+                "-q",
+                &m,
+                "--all-platforms",
+                "-o",
+                f.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(docker_load(&f), vec![m.clone()]);
+        assert_eq!(docker_inspect(&m).unwrap().id, images[0].config_digest);
+        assert_eq!(docker_run(&m, &[]), format!("amd64 bundle {}\n", run_id()));
+    }
+
+    // A delta of the bundle against the index leaves out every platform's layers.
+    let d = tmp.path().join("delta.tar");
+    let v = pull_json(
+        &store,
+        &[
+            &m,
+            hello,
+            "--all-platforms",
+            "--exclude",
+            &m,
+            "-o",
+            d.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(v["layers_omitted"], 2, "{v}");
 }

@@ -524,10 +524,14 @@ fn resolve<S: LayerSink>(
         ),
         None => None,
     };
+    // manifest.json names one platform per image; reading every platform goes through
+    // index.json when it lists a multi-platform image (containerd-store docker save, pull
+    // --all-platforms).
+    let whole_index = matches!(platforms, Platforms::All) && lists_an_index(c);
     if let Some(m) = c
         .files
         .get("manifest.json")
-        .filter(|_| omitted.is_none())
+        .filter(|_| omitted.is_none() && !whole_index)
         .cloned()
     {
         let entries: Vec<DockerManifestEntry> =
@@ -676,6 +680,18 @@ fn resolve<S: LayerSink>(
         bail!("the archive's index.json lists no images");
     }
     Ok(out)
+}
+
+/// Whether the archive's index.json lists a multi-platform index.
+fn lists_an_index<T: Clone>(c: &Contents<T>) -> bool {
+    let Some(Ok(Document::Index(index))) = c.files.get("index.json").map(|b| parse_document(b))
+    else {
+        return false;
+    };
+    index.manifests().iter().any(|d| {
+        let t = d.media_type().to_string();
+        t == image::OCI_INDEX || t == image::DOCKER_LIST
+    })
 }
 
 /// The image whose manifest is blob `d` of an OCI layout, unnamed.
