@@ -643,6 +643,13 @@ class Bench:
         if self.link.mbit != mbit:
             self.link.rate(mbit)
 
+    def link_fresh_registry(self, mbit):
+        """Empties the namespace's registry: skopeo would otherwise mount the blobs an earlier
+        rate's push left there instead of sending them."""
+        self.link_at(mbit)
+        for e in os.listdir(os.path.join(self.work, "link", "registry")) if os.path.isdir(os.path.join(self.work, "link", "registry")) else []:
+            self.rmdir(os.path.join(self.work, "link", "registry", e))
+
     def define_link(self):
         """Link-bound transfers (issue 16): s3dock vs aws s3 cp vs skopeo → registry:2 through a
         tbf-limited veth pair to servers in a namespace of the bench's own; one round per rate."""
@@ -690,7 +697,7 @@ class Bench:
             sk = os.path.join(self.out_dir, "link-skopeo.d")
             self.add(f"{pfx}.skopeo.push", "link", f"{mbit} Mbit/s: skopeo copy docker-archive:big.tar docker://registry:2 (fs driver, in the namespace; gzip)",
                      lambda i, m=mbit: f"{{T}} skopeo copy -q --dest-tls-verify=false docker-archive:{q(A)} docker://{self.link.registry}/bench/big-l{m}-r{i}:1",
-                     asz, "archive", setup=lambda i, m=mbit: self.link_at(m), tool="skopeo", rounds=runs)
+                     asz, "archive", setup=lambda i, m=mbit: self.link_fresh_registry(m), tool="skopeo", rounds=runs)
             self.add(f"{pfx}.skopeo.pull", "link", f"{mbit} Mbit/s: skopeo copy docker://registry:2 dir:DIR (layers stay compressed)",
                      lambda i, m=mbit: f"{{T}} skopeo copy -q --src-tls-verify=false docker://{self.link.registry}/bench/big-l{m}-r{i}:1 dir:{q(sk)} && du -sb {q(sk)} | cut -f1",
                      asz, "archive", setup=lambda i: self.rmdir(sk), after=lambda i: self.rmdir(sk), tool="skopeo",
