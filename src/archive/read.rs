@@ -636,9 +636,7 @@ fn resolve<S: LayerSink>(
             (Document::Index(child), Platforms::All) => {
                 let mut v = Vec::new();
                 for m in child.manifests() {
-                    if m.platform().as_ref().is_some_and(|p| {
-                        p.os().to_string() == "unknown" && p.architecture().to_string() == "unknown"
-                    }) {
+                    if image::is_attestation(m) {
                         continue;
                     }
                     let from = FromIndex {

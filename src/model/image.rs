@@ -172,6 +172,14 @@ pub fn build_index(manifests: Vec<Descriptor>) -> Result<Bytes> {
     Ok(serde_json::to_vec(&i)?.into())
 }
 
+/// Whether an index entry is an attestation manifest (platform `unknown/unknown`, as
+/// buildx writes them), not an image.
+pub fn is_attestation(d: &Descriptor) -> bool {
+    d.platform().as_ref().is_some_and(|p| {
+        p.os().to_string() == "unknown" && p.architecture().to_string() == "unknown"
+    })
+}
+
 /// What a stored manifest or index document is.
 pub enum Document {
     Manifest(Box<ImageManifest>),

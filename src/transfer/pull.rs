@@ -1,7 +1,9 @@
-//! `pull`: store → archive. Every blob is verified against its digest and every
-//! layer against its diff_id on the way out. Layers are written first and the
-//! metadata last, so an archive only becomes loadable once everything checked
-//! out; on any failure the output ends without an end-of-archive marker.
+//! `pull`: store → archive, of one image or a bundle of several (each blob once),
+//! whole or as a delta that leaves out what the far side holds. Every blob is
+//! verified against its digest and every layer against its diff_id on the way out.
+//! Layers are written first and the metadata last, so an archive only becomes
+//! loadable once everything checked out; on any failure the output ends without an
+//! end-of-archive marker.
 
 use crate::archive::{ArchiveEntryImage, ArchiveWriter, Format, OmittedBlob};
 use crate::codec::{Compression, DiffIdHasher};
@@ -120,14 +122,7 @@ pub async fn resolve_all(store: &Registry, r: &Reference) -> Result<ResolvedTarg
     let mut images = Vec::new();
     let mut default = None;
     for child in index.manifests() {
-        let platform = child
-            .platform()
-            .as_ref()
-            .map(|p| (p.os().to_string(), p.architecture().to_string()));
-        if platform
-            .as_ref()
-            .is_some_and(|(os, arch)| os == "unknown" && arch == "unknown")
-        {
+        if image::is_attestation(child) {
             continue;
         }
         let img = resolve_child(store, r, child).await?;
