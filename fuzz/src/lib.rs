@@ -334,7 +334,14 @@ pub fn build_layout(input: &[u8]) -> Vec<u8> {
         }
         Some(_) => {
             let mut out = Vec::new();
-            s3dock::codec::zstd_stream(&tar[..], s3dock::codec::Level::Fixed(1), 1, |_| {}, &mut out).expect("zstd into memory");
+            s3dock::codec::zstd_stream(
+                &tar[..],
+                s3dock::codec::Level::Fixed(1),
+                1,
+                |_| {},
+                &mut out,
+            )
+            .expect("zstd into memory");
             out
         }
         None => tar,
