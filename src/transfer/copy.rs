@@ -352,12 +352,19 @@ async fn stream_blob(
         .step_by(chunk as usize)
         .map(|s| (s, (size - s).min(chunk) as usize));
     let key = &key;
-    let mut chunks = futures::stream::iter(ranges)
-        .map(|(off, len)| async move {
+    // Permits are taken in chunk order, before the read starts: a later chunk never holds
+    // one while an earlier chunk of the same blob waits, which (with several blobs at
+    // once sharing `reads`) could leave every permit on chunks nobody consumes yet.
+    let chunks = futures::stream::iter(ranges)
+        .then(|(off, len)| async move {
             let permit = reads.clone().acquire_owned().await?;
+            Ok::<_, anyhow::Error>((off, len, permit))
+        })
+        .map_ok(|(off, len, permit)| async move {
             Ok::<_, anyhow::Error>((src.read_range(key, off, len).await?, permit))
         })
-        .buffered(src.jobs.max(1));
+        .try_buffered(src.jobs.max(1));
+    let mut chunks = std::pin::pin!(chunks);
     let mut hasher = Hasher::new();
     while let Some(item) = chunks.next().await {
         let (data, _permit) = item?;
