@@ -215,7 +215,9 @@ async fn copy_image(
     }
     let outcomes: Vec<BlobCopy> = futures::stream::iter(all.iter())
         .map(|(d, size)| copy_blob(src, dst, uploader, reads, d, *size))
-        .buffer_unordered(dst.jobs)
+        // One blob at a time: its `jobs` reads and part uploads keep the link busy, and
+        // blobs sharing the read permits hung `copy --all` in CI runs (cause not yet found).
+        .buffered(1)
         .try_collect()
         .await?;
     let mut c = CopiedImage {

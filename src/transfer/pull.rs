@@ -763,7 +763,8 @@ pub async fn pull<W: Write + Send + 'static>(
     };
     let mut pulled = Vec::new();
     for (r, item) in refs.iter().zip(&items) {
-        let (entry, img, platforms) = match item {
+        // The report names the image by its stored digest, whatever the archive rewrote.
+        let (entry, img, platforms, stored) = match item {
             ResolvedTarget::Image(img) => {
                 // Layers as written (decompressed or not); a left-out layer as stored.
                 let out_layers: Vec<Layer> = img
@@ -771,7 +772,8 @@ pub async fn pull<W: Write + Send + 'static>(
                     .iter()
                     .map(|l| written.get(&l.digest).unwrap_or(l).clone())
                     .collect();
-                (archive_entry(img, &out_layers, opts, r)?, img, None)
+                let entry = archive_entry(img, &out_layers, opts, r)?;
+                (entry, img, None, img.manifest_digest)
             }
             ResolvedTarget::Index(idx) => {
                 for child in &idx.images {
@@ -782,12 +784,13 @@ pub async fn pull<W: Write + Send + 'static>(
                     index_entry(idx, opts, r),
                     &idx.images[idx.default],
                     Some(idx.images.len()),
+                    idx.digest,
                 )
             }
         };
         pulled.push(PulledImage {
             reference: r.to_string(),
-            manifest_digest: entry.manifest_digest,
+            manifest_digest: stored,
             config_digest: img.config.digest,
             layers: img.layers.len(),
             platforms,
