@@ -21,8 +21,6 @@ use crate::transfer::pull::{check_size, manifest_blob, not_found};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// What `copy` should take: references, or the whole store.
 #[derive(Debug, Clone)]
@@ -173,10 +171,8 @@ pub async fn copy(
     let mut out = Vec::new();
     let mut result = Ok(());
     let uploader = dst.uploader().resume(resume);
-    // Chunks read from the source and not yet handed to an upload, over all blobs.
-    let reads = Arc::new(Semaphore::new(dst.jobs));
     for img in &images {
-        match copy_image(src, dst, &uploader, &reads, img).await {
+        match copy_image(src, dst, &uploader, img).await {
             Ok(c) => out.push(c),
             Err(e) => {
                 result = Err(e);
@@ -198,7 +194,6 @@ async fn copy_image(
     src: &Registry,
     dst: &Registry,
     uploader: &Uploader,
-    reads: &Arc<Semaphore>,
     img: &SourceImage,
 ) -> Result<CopiedImage> {
     let mut all: Vec<(Digest, u64)> = img.blobs.iter().flatten().copied().collect();
@@ -214,9 +209,9 @@ async fn copy_image(
         );
     }
     let outcomes: Vec<BlobCopy> = futures::stream::iter(all.iter())
-        .map(|(d, size)| copy_blob(src, dst, uploader, reads, d, *size))
-        // One blob at a time: its `jobs` reads and part uploads keep the link busy, and
-        // blobs sharing the read permits hung `copy --all` in CI runs (cause not yet found).
+        .map(|(d, size)| copy_blob(src, dst, uploader, d, *size))
+        // One blob at a time: its `jobs` reads and part uploads keep the link busy (blobs
+        // at once, sharing a read limit, hung `copy --all`; cause not yet found).
         .buffered(1)
         .try_collect()
         .await?;
@@ -299,7 +294,6 @@ async fn copy_blob(
     src: &Registry,
     dst: &Registry,
     uploader: &Uploader,
-    reads: &Arc<Semaphore>,
     d: &Digest,
     size: u64,
 ) -> Result<BlobCopy> {
@@ -332,7 +326,7 @@ async fn copy_blob(
         }
         return Ok(BlobCopy::ServerSide(size));
     }
-    stream_blob(src, uploader, reads, d, size)
+    stream_blob(src, uploader, d, size)
         .await
         .map(BlobCopy::Streamed)
 }
@@ -343,7 +337,6 @@ async fn copy_blob(
 async fn stream_blob(
     src: &Registry,
     uploader: &Uploader,
-    reads: &Arc<Semaphore>,
     d: &Digest,
     size: u64,
 ) -> Result<UploadOutcome> {
@@ -354,22 +347,13 @@ async fn stream_blob(
         .step_by(chunk as usize)
         .map(|s| (s, (size - s).min(chunk) as usize));
     let key = &key;
-    // Permits are taken in chunk order, before the read starts: a later chunk never holds
-    // one while an earlier chunk of the same blob waits, which (with several blobs at
-    // once sharing `reads`) could leave every permit on chunks nobody consumes yet.
-    let chunks = futures::stream::iter(ranges)
-        .then(|(off, len)| async move {
-            let permit = reads.clone().acquire_owned().await?;
-            Ok::<_, anyhow::Error>((off, len, permit))
-        })
-        .map_ok(|(off, len, permit)| async move {
-            Ok::<_, anyhow::Error>((src.read_range(key, off, len).await?, permit))
-        })
-        .try_buffered(src.jobs.max(1));
-    let mut chunks = std::pin::pin!(chunks);
+    // At most `jobs` chunks read and not yet handed to the upload.
+    let mut chunks = futures::stream::iter(ranges)
+        .map(|(off, len)| src.read_range(key, off, len))
+        .buffered(src.jobs.max(1));
     let mut hasher = Hasher::new();
     while let Some(item) = chunks.next().await {
-        let (data, _permit) = item?;
+        let data = item?;
         tokio::task::block_in_place(|| {
             hasher.update(&data);
             upload.write(&data)
