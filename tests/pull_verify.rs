@@ -114,21 +114,26 @@ impl Forge {
         );
     }
 
-    /// `pull` of `tag` must fail with one error line containing `want`, and leave no file.
+    /// `pull` of `tag` must fail with one error line containing `want`, and leave no file;
+    /// also with `--decompress` (to a file: layers streamed in; to stdout: spooled).
     fn refused(&self, tag: &str, want: &str) {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("x.tar");
         let r = format!("{REPO}:{tag}");
-        let err = self
-            .store
-            .fails(&["pull", &r, "-o", out.to_str().unwrap()], None);
-        assert!(err.contains(want), "{tag}: {err}");
-        assert!(!err.contains("panicked"), "{tag}: {err}");
-        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{tag}");
-        // To stdout: the archive is never terminated with its metadata.
-        let o = self.store.run(&["pull", "-q", &r], None);
-        assert!(!o.status.success(), "{tag}");
-        assert!(!String::from_utf8_lossy(&o.stdout).contains("manifest.json"));
+        for extra in [&[][..], &["--decompress"][..]] {
+            let tmp = tempfile::tempdir().unwrap();
+            let out = tmp.path().join("x.tar");
+            let mut args = vec!["pull", &r, "-o", out.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            let err = self.store.fails(&args, None);
+            assert!(err.contains(want), "{tag} {extra:?}: {err}");
+            assert!(!err.contains("panicked"), "{tag} {extra:?}: {err}");
+            assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{tag}");
+            // To stdout: the archive is never terminated with its metadata.
+            let mut args = vec!["pull", "-q", &r];
+            args.extend_from_slice(extra);
+            let o = self.store.run(&args, None);
+            assert!(!o.status.success(), "{tag} {extra:?}");
+            assert!(!String::from_utf8_lossy(&o.stdout).contains("manifest.json"));
+        }
     }
 }
 

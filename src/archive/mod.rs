@@ -11,4 +11,4 @@ pub use read::{
     read_archive, read_archive_for, ArchiveError, ArchiveImage, FromIndex, LayerEntry, LayerSink,
     Platforms, SunkLayer,
 };
-pub use write::{ArchiveEntryImage, ArchiveWriter, Format, OmittedBlob, Writeback};
+pub use write::{ArchiveEntryImage, ArchiveWriter, Format, OmittedBlob, Output, Writeback};

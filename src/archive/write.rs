@@ -64,23 +64,121 @@ pub(super) struct DeltaRecord {
     pub omitted: Vec<OmittedBlob>,
 }
 
+/// Where an archive goes. A regular file can also be written out of order, which lets
+/// a file whose size is known only once its bytes are out (a layer being decompressed)
+/// stream straight in, its tar header fixed afterwards; a pipe cannot, so such a file
+/// has to be spooled first.
+pub trait Output: Write + Send + 'static {
+    /// The regular file this output writes, if it is one.
+    fn regular_file(&self) -> Option<&std::fs::File> {
+        None
+    }
+}
+
+impl Output for std::fs::File {
+    fn regular_file(&self) -> Option<&std::fs::File> {
+        self.metadata().is_ok_and(|m| m.is_file()).then_some(self)
+    }
+}
+
+impl Output for tempfile::NamedTempFile {
+    fn regular_file(&self) -> Option<&std::fs::File> {
+        self.as_file().regular_file()
+    }
+}
+
+impl<W: Output + std::os::fd::AsRawFd> Output for Writeback<W> {
+    fn regular_file(&self) -> Option<&std::fs::File> {
+        self.inner.regular_file()
+    }
+}
+
+impl<W: Output> Output for std::io::BufWriter<W> {
+    fn regular_file(&self) -> Option<&std::fs::File> {
+        self.get_ref().regular_file()
+    }
+}
+
+impl Output for std::io::Stdout {}
+impl Output for std::process::ChildStdin {}
+impl Output for Vec<u8> {}
+impl Output for std::io::Sink {}
+
 pub struct ArchiveWriter<W: Write> {
     out: W,
     written: u64,
     delta: bool,
+    /// Where the archive starts in `out`'s regular file, when it has one.
+    file_start: Option<u64>,
+    /// The header offset and path of the file begun with `begin_blob_unsized`.
+    pending_header: Option<(u64, String)>,
+}
+
+fn header(path: &str, size: u64, dir: bool) -> Result<tar::Header> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path)?;
+    h.set_size(size);
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_cksum();
+    Ok(h)
 }
 
 fn blob_path(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
-impl<W: Write> ArchiveWriter<W> {
+impl<W: Output> ArchiveWriter<W> {
+    /// `out` must have nothing buffered yet.
     pub fn new(out: W) -> Self {
+        let file_start = out.regular_file().and_then(|mut f| {
+            use std::io::Seek;
+            f.stream_position().ok()
+        });
         ArchiveWriter {
             out,
             written: 0,
             delta: false,
+            file_start,
+            pending_header: None,
         }
+    }
+
+    /// Whether `begin_blob_unsized` works: the output is a regular file.
+    pub fn takes_unsized(&self) -> bool {
+        self.file_start.is_some()
+    }
+
+    /// Starts a blob whose size is not known yet; its bytes follow through `write`,
+    /// then `end_blob_unsized` writes its header in place.
+    pub fn begin_blob_unsized(&mut self, d: &Digest) -> Result<()> {
+        anyhow::ensure!(self.takes_unsized(), "this output cannot be rewritten");
+        let path = blob_path(d);
+        self.pending_header = Some((self.written, path.clone()));
+        self.header(&path, 0, false)
+    }
+
+    pub fn end_blob_unsized(&mut self, size: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let (at, path) = self
+            .pending_header
+            .take()
+            .expect("begin_blob_unsized first");
+        self.end_file(size)?;
+        self.out.flush()?;
+        let h = header(&path, size, false)?;
+        let (Some(start), Some(f)) = (self.file_start, self.out.regular_file()) else {
+            unreachable!("takes_unsized checked when the blob began");
+        };
+        f.write_all_at(h.as_bytes(), start + at)?;
+        Ok(())
     }
 
     pub fn written(&self) -> u64 {
@@ -88,20 +186,7 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     fn header(&mut self, path: &str, size: u64, dir: bool) -> Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(path)?;
-        h.set_size(size);
-        h.set_mode(if dir { 0o755 } else { 0o644 });
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_entry_type(if dir {
-            tar::EntryType::Directory
-        } else {
-            tar::EntryType::Regular
-        });
-        h.set_cksum();
-        self.raw(h.as_bytes())
+        self.raw(header(path, size, dir)?.as_bytes())
     }
 
     fn raw(&mut self, data: &[u8]) -> Result<()> {

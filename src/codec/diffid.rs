@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use std::io::Write;
 
 /// Computes a diff_id (sha256 of the decompressed stream) while the caller streams
-/// compressed bytes elsewhere; optionally also spools the decompressed bytes to a file.
+/// compressed bytes elsewhere; optionally also passes the decompressed bytes on.
 ///
 /// Two pipelined threads, so that on two cores decompression and hashing overlap: one
 /// decompresses the fed chunks in place (no copy of the compressed bytes) into a small
@@ -23,7 +23,22 @@ pub struct DiffIdHasher {
 pub struct Decompressed {
     pub diff_id: crate::model::digest::Digest,
     pub size: u64,
+    /// The spool file, when the plain bytes went to one.
     pub spool: Option<std::fs::File>,
+}
+
+/// Where a layer's decompressed bytes go besides the hash.
+pub enum Plain {
+    /// A file, handed back by `finish_spooled`.
+    Spool(std::fs::File),
+    /// A consumer on the hashing thread: `write` each piece, then `end` with the size.
+    Stream(Box<dyn PlainSink>),
+}
+
+pub trait PlainSink: Send {
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Every byte was written: `size` in all.
+    fn end(&mut self, size: u64) -> Result<()>;
 }
 
 /// Decompressed output may exceed the compressed input by this factor (past
@@ -39,10 +54,10 @@ const PLAIN_BUF: usize = 1 << 20;
 
 impl DiffIdHasher {
     pub fn new(c: Compression) -> Self {
-        Self::with_spool(c, None)
+        Self::with_output(c, None)
     }
 
-    pub fn with_spool(c: Compression, mut spool: Option<std::fs::File>) -> Self {
+    pub fn with_output(c: Compression, mut plain: Option<Plain>) -> Self {
         use std::sync::mpsc::sync_channel;
         let (tx, rx) = sync_channel::<bytes::Bytes>(2);
         let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(PLAIN_BUFS);
@@ -62,13 +77,24 @@ impl DiffIdHasher {
                 let mut h = crate::model::digest::Hasher::new();
                 for (buf, n) in full_rx.iter() {
                     h.update(&buf[..n]);
-                    if let Some(f) = &mut spool {
-                        f.write_all(&buf[..n])?;
+                    match &mut plain {
+                        Some(Plain::Spool(f)) => f.write_all(&buf[..n])?,
+                        Some(Plain::Stream(s)) => s.write(&buf[..n])?,
+                        None => {}
                     }
                     let _ = free_tx.send(buf);
                 }
+                let size = h.len();
+                let spool = match plain {
+                    Some(Plain::Spool(f)) => Some(f),
+                    Some(Plain::Stream(mut s)) => {
+                        s.end(size)?;
+                        None
+                    }
+                    None => None,
+                };
                 Ok(Decompressed {
-                    size: h.len(),
+                    size,
                     diff_id: h.finish(),
                     spool,
                 })
@@ -366,7 +392,7 @@ mod tests {
     fn plain_spool_passes_through() {
         let data = sample(PLAIN_BUF + 5);
         let spool = tempfile::tempfile().unwrap();
-        let d = DiffIdHasher::with_spool(Compression::None, Some(spool));
+        let d = DiffIdHasher::with_output(Compression::None, Some(Plain::Spool(spool)));
         for piece in data.chunks(333_333) {
             d.feed(bytes::Bytes::copy_from_slice(piece));
         }
@@ -377,5 +403,37 @@ mod tests {
         std::io::Seek::rewind(&mut f).unwrap();
         f.read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
+    }
+
+    /// A streamed output sees every plain byte in order, then `end` with their count.
+    #[test]
+    fn plain_stream_sees_every_byte_then_the_end() {
+        struct Collect(std::sync::Arc<std::sync::Mutex<(Vec<u8>, Option<u64>)>>);
+        impl PlainSink for Collect {
+            fn write(&mut self, data: &[u8]) -> Result<()> {
+                self.0.lock().unwrap().0.extend_from_slice(data);
+                Ok(())
+            }
+            fn end(&mut self, size: u64) -> Result<()> {
+                self.0.lock().unwrap().1 = Some(size);
+                Ok(())
+            }
+        }
+        let data = sample(3 * PLAIN_BUF + 11);
+        let z = ::zstd::encode_all(&data[..], 3).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), None)));
+        let d = DiffIdHasher::with_output(
+            Compression::Zstd,
+            Some(Plain::Stream(Box::new(Collect(seen.clone())))),
+        );
+        for piece in z.chunks(7777) {
+            d.feed(bytes::Bytes::copy_from_slice(piece));
+        }
+        let out = d.finish_spooled().unwrap();
+        assert!(out.spool.is_none());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.1, Some(data.len() as u64));
+        assert!(seen.0 == data);
+        assert_eq!(out.diff_id, crate::model::digest::Digest::of(&data));
     }
 }

@@ -11,7 +11,7 @@ mod zstd;
 
 pub use self::zstd::{zstd_stream, Level, ZstdRun, ADAPT_MAX, ADAPT_MIN};
 pub use detect::{decompressing_reader, detect, Compression, Detected, PushCompression};
-pub use diffid::{Decompressed, DiffIdHasher, MAX_RATIO};
+pub use diffid::{Decompressed, DiffIdHasher, Plain, PlainSink, MAX_RATIO};
 pub use gzip::{gzip_parallel, GZIP_BLOCK};
 pub use io::{copy_large, read_full};
 

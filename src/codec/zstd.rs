@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// Levels `--compression auto` moves between. The window stays that of the starting level
-/// (libzstd keeps it for the frame), but each level's match tables grow with it: up to 9
-/// they stay a few MiB per worker (measured: a push that reached 13 peaked at 338 MiB RSS,
-/// 80 MiB above level 3), and past 9 the ratio gained per CPU-second is small.
+/// (libzstd keeps it for the frame), but each level's match tables grow with it: a push
+/// that reached 13 peaked at 338 MiB RSS (80 MiB above level 3), one that reached 9 at
+/// 310 MiB; level 9's match tables are twice level 8's (12 vs 6 MiB per worker).
 pub const ADAPT_MIN: i32 = 1;
-pub const ADAPT_MAX: i32 = 9;
+pub const ADAPT_MAX: i32 = 8;
 /// Input between two level decisions: several MT jobs, so each decision sees a steady rate.
 const ADAPT_EVERY: u64 = 8 << 20;
 

@@ -5,8 +5,8 @@
 //! loadable once everything checked out; on any failure the output ends without an
 //! end-of-archive marker.
 
-use crate::archive::{ArchiveEntryImage, ArchiveWriter, Format, OmittedBlob};
-use crate::codec::{Compression, DiffIdHasher};
+use crate::archive::{ArchiveEntryImage, ArchiveWriter, Format, OmittedBlob, Output};
+use crate::codec::{Compression, DiffIdHasher, Plain, PlainSink};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{
     self, build_manifest_as, host_platform, layer_compression, our_digest, parse_document,
@@ -18,7 +18,7 @@ use crate::transfer::delta::Exclusions;
 use crate::transfer::stats::{Progress, Stats};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::io::{Seek, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -353,8 +353,11 @@ pub(crate) async fn manifest_blob(store: &Registry, repo: &str, d: &Digest) -> R
 enum Cmd {
     Delta(Vec<OmittedBlob>),
     Begin(Digest, u64),
+    /// A blob whose size `EndUnsized` gives (the output takes unsized blobs).
+    BeginUnsized(Digest),
     Data(Bytes),
     End(u64),
+    EndUnsized(u64),
     Metadata(Vec<ArchiveEntryImage>, Vec<(Digest, Bytes)>, Format),
 }
 
@@ -494,11 +497,11 @@ struct Received {
 }
 
 impl Receiving {
-    fn new(plan: &Plan, decompress_to: Option<std::fs::File>) -> Result<Self> {
+    fn new(plan: &Plan, decompress_to: Option<Plain>) -> Result<Self> {
         let c = plan.layer.compression;
         // An uncompressed layer's diff_id is its digest, checked anyway.
         let diff = (c != Compression::None || decompress_to.is_some())
-            .then(|| DiffIdHasher::with_spool(c, decompress_to));
+            .then(|| DiffIdHasher::with_output(c, decompress_to));
         let mut fill = match &plan.fill {
             Some(p) => {
                 let dir = p.parent().expect("cache path has a parent");
@@ -579,14 +582,16 @@ async fn fetch_layers(
     sources: &Sources<'_>,
     layers: &[&Layer],
     stats: &Stats,
-    mut spool: impl FnMut(usize) -> Result<Option<std::fs::File>>,
+    mut plain: impl FnMut(usize) -> Result<Option<Plain>>,
     mut each: impl FnMut(usize, Bytes, bool) -> Result<()>,
     mut checked: impl FnMut(usize, Option<DiffIdHasher>) -> Result<()>,
 ) -> Result<()> {
-    let mut plans = Vec::with_capacity(layers.len());
-    for l in layers {
-        plans.push(Plan::new(store, sources, l).await?);
-    }
+    // One HEAD per layer, several at once: many small layers do not wait on each in turn.
+    let plans: Vec<Plan> = futures::stream::iter(layers)
+        .map(|l| Plan::new(store, sources, l))
+        .buffered(16)
+        .try_collect()
+        .await?;
     let work: Vec<(usize, u64, usize, bool)> = plans
         .iter()
         .enumerate()
@@ -611,7 +616,7 @@ async fn fetch_layers(
     while let Some(item) = stream.next().await {
         let (i, last, data) = item?;
         if current.as_ref().is_none_or(|(c, _)| *c != i) {
-            current = Some((i, Receiving::new(&plans[i], spool(i)?)?));
+            current = Some((i, Receiving::new(&plans[i], plain(i)?)?));
         }
         let (_, rx) = current.as_mut().expect("set above");
         if matches!(plans[i].source, Source::Store(_)) {
@@ -655,7 +660,7 @@ fn check(layer: &Layer, h: Hasher, where_: &str) -> Result<()> {
 /// holds (`opts.exclude`) are left out, which makes a delta archive, or with
 /// `opts.loadable` come from the cache. Memory is bounded as for one image: the
 /// layers of every image stream through one window of `--jobs` GETs.
-pub async fn pull<W: Write + Send + 'static>(
+pub async fn pull<W: Output>(
     store: &Registry,
     refs: &[Reference],
     out: W,
@@ -719,14 +724,18 @@ pub async fn pull<W: Write + Send + 'static>(
     let progress = Progress::new(show_progress, Some(total), "pulling");
     // Small bounds: memory is the GETs in flight plus a few chunks, whatever the image size.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Cmd>(2);
+    let w = ArchiveWriter::new(out);
+    let takes_unsized = w.takes_unsized();
     let writer = tokio::task::spawn_blocking(move || -> Result<(W, u64, bool)> {
-        let mut w = ArchiveWriter::new(out);
+        let mut w = w;
         while let Ok(cmd) = rx.recv() {
             match cmd {
                 Cmd::Delta(omitted) => w.delta_record(&omitted)?,
                 Cmd::Begin(d, size) => w.begin_blob(&d, size)?,
+                Cmd::BeginUnsized(d) => w.begin_blob_unsized(&d)?,
                 Cmd::Data(b) => w.write(&b)?,
                 Cmd::End(size) => w.end_file(size)?,
+                Cmd::EndUnsized(size) => w.end_blob_unsized(size)?,
                 Cmd::Metadata(images, configs, format) => {
                     w.metadata(format, &images, &configs)?;
                     let n = w.written() + 1024;
@@ -742,7 +751,7 @@ pub async fn pull<W: Write + Send + 'static>(
         result = send(&tx, Cmd::Delta(omitted.clone())).map(|_| Default::default());
     }
     if result.is_ok() {
-        result = write_layers(store, &fetched, opts, &tx, &stats, &progress).await;
+        result = write_layers(store, &fetched, opts, &tx, takes_unsized, &stats, &progress).await;
     }
     progress.finish();
     let written = match result {
@@ -908,6 +917,7 @@ async fn write_layers(
     layers: &[&Layer],
     opts: &PullOptions,
     tx: &std::sync::mpsc::SyncSender<Cmd>,
+    takes_unsized: bool,
     stats: &Stats,
     progress: &Progress,
 ) -> Result<std::collections::HashMap<Digest, Layer>> {
@@ -917,13 +927,28 @@ async fn write_layers(
     };
     let mut plain: std::collections::HashMap<Digest, Layer> = std::collections::HashMap::new();
     if opts.decompress {
-        // A plain tar's size is known only once decompressed: spool each, then write it.
+        // A plain layer's size is known only once it is decompressed: a regular file
+        // takes it straight in (header fixed afterwards), a pipe gets it from a spool.
+        let turns = Arc::new(Turns::default());
         fetch_layers(
             store,
             &sources,
             layers,
             stats,
-            |_| Ok(Some(tempfile::tempfile()?)),
+            |i| {
+                Ok(Some(if takes_unsized {
+                    Plain::Stream(Box::new(InOrder {
+                        i,
+                        diff_id: layers[i].diff_id,
+                        tx: tx.clone(),
+                        turns: turns.clone(),
+                        begun: false,
+                        ended: false,
+                    }))
+                } else {
+                    Plain::Spool(tempfile::tempfile()?)
+                }))
+            },
             |_, b, _| {
                 progress.inc(b.len() as u64);
                 Ok(())
@@ -931,21 +956,22 @@ async fn write_layers(
             |i, diff| {
                 let layer = layers[i];
                 let out = tokio::task::block_in_place(|| {
-                    diff.expect("a spooling decompressor").finish_spooled()
+                    diff.expect("a decompressing check").finish_spooled()
                 })?;
                 verify_diff_id(layer, &out.diff_id)?;
-                let mut spool = out.spool.expect("spool file");
-                spool.rewind()?;
-                send(tx, Cmd::Begin(out.diff_id, out.size))?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = crate::codec::read_full(&mut spool, &mut buf)?;
-                    if n == 0 {
-                        break;
+                if let Some(mut spool) = out.spool {
+                    spool.rewind()?;
+                    send(tx, Cmd::Begin(out.diff_id, out.size))?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = crate::codec::read_full(&mut spool, &mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        send(tx, Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
                     }
-                    send(tx, Cmd::Data(Bytes::copy_from_slice(&buf[..n])))?;
+                    send(tx, Cmd::End(out.size))?;
                 }
-                send(tx, Cmd::End(out.size))?;
                 let l = Layer {
                     digest: out.diff_id,
                     size: out.size,
@@ -987,6 +1013,88 @@ async fn write_layers(
     )
     .await?;
     Ok(plain)
+}
+
+/// Layer `i`'s decompressed bytes on their way into the archive, from its hashing
+/// thread: layers are decompressed concurrently but written one after another, so each
+/// waits for its turn (every earlier layer ended) before its first byte. It is named by
+/// the config's diff_id, which the pull checks before the archive gets its metadata.
+struct InOrder {
+    i: usize,
+    diff_id: Digest,
+    tx: std::sync::mpsc::SyncSender<Cmd>,
+    turns: Arc<Turns>,
+    begun: bool,
+    ended: bool,
+}
+
+impl InOrder {
+    fn send(&self, cmd: Cmd) -> Result<()> {
+        self.tx
+            .send(cmd)
+            .map_err(|_| anyhow!("archive writer stopped (output closed?)"))
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        if !self.begun {
+            self.turns.wait(self.i)?;
+            self.begun = true;
+            self.send(Cmd::BeginUnsized(self.diff_id))?;
+        }
+        Ok(())
+    }
+}
+
+impl PlainSink for InOrder {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.begin()?;
+        self.send(Cmd::Data(Bytes::copy_from_slice(data)))
+    }
+
+    fn end(&mut self, size: u64) -> Result<()> {
+        self.begin()?;
+        self.send(Cmd::EndUnsized(size))?;
+        self.ended = true;
+        self.turns.pass(self.i, true);
+        Ok(())
+    }
+}
+
+impl Drop for InOrder {
+    /// A layer that failed half-way still passes the turn on, marked failed, so that
+    /// no later layer waits for it forever.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.turns.pass(self.i, false);
+        }
+    }
+}
+
+/// Whose turn it is to write, and whether an earlier layer failed.
+#[derive(Default)]
+struct Turns {
+    state: std::sync::Mutex<(usize, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Turns {
+    fn wait(&self, i: usize) -> Result<()> {
+        let mut st = self.state.lock().expect("turns lock");
+        while st.0 < i && !st.1 {
+            st = self.changed.wait(st).expect("turns lock");
+        }
+        if st.1 {
+            bail!("an earlier layer failed");
+        }
+        Ok(())
+    }
+
+    fn pass(&self, i: usize, ok: bool) {
+        let mut st = self.state.lock().expect("turns lock");
+        st.0 = st.0.max(i + 1);
+        st.1 |= !ok;
+        self.changed.notify_all();
+    }
 }
 
 fn verify_diff_id(layer: &Layer, actual: &Digest) -> Result<()> {

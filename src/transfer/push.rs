@@ -517,6 +517,23 @@ fn describes(manifest: &[u8], config: &Config, layers: &[Layer]) -> bool {
         })
 }
 
+/// Small requests (HEADs, link files) a commit makes per blob: this many at once, so an
+/// image of many layers does not pay one round trip per layer, one after another.
+const SMALL_REQUESTS: usize = 16;
+
+/// Runs `f` on every item, `SMALL_REQUESTS` at a time; the first error wins.
+async fn each_small_request<'a, T, F, Fut>(items: &'a [T], f: F) -> Result<()>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(items.iter().map(&f))
+        .buffer_unordered(SMALL_REQUESTS)
+        .try_collect::<()>()
+        .await
+}
+
 /// Stores config and manifest and links everything into `repo`, without tagging:
 /// returns the manifest's digest and bytes.
 async fn store_image(
@@ -526,12 +543,14 @@ async fn store_image(
     source_manifest: Option<&Bytes>,
     repo: &str,
 ) -> Result<(Digest, Bytes)> {
-    for l in layers {
-        // Each layer blob was verified as it streamed; confirm it is really in the store.
+    // Each layer blob was verified as it streamed; confirm it is really in the store.
+    each_small_request(layers, |l| async move {
         if store.blob_size(&l.digest).await?.is_none() {
             bail!("layer {} is missing from the store after upload", l.digest);
         }
-    }
+        Ok(())
+    })
+    .await?;
     store
         .put_small_blob(&config.digest, config.bytes.clone())
         .await?;
@@ -541,13 +560,12 @@ async fn store_image(
     };
     let md = Digest::of(&manifest);
     store.put_small_blob(&md, manifest.clone()).await?;
-    for d in layers
+    let linked: Vec<&Digest> = layers
         .iter()
         .map(|l| &l.digest)
-        .chain(std::iter::once(&config.digest))
-    {
-        store.link_layer(repo, d).await?;
-    }
+        .chain([&config.digest])
+        .collect();
+    each_small_request(&linked, |d| async move { store.link_layer(repo, d).await }).await?;
     store.link_revision(repo, &md).await?;
     Ok((md, manifest))
 }
@@ -561,11 +579,14 @@ pub async fn tag_checked(
     blobs: &[Digest],
     md: &Digest,
 ) -> Result<Option<Digest>> {
-    for d in blobs.iter().chain([md]) {
+    let all: Vec<&Digest> = blobs.iter().chain([md]).collect();
+    each_small_request(&all, |d| async move {
         if store.blob_size(d).await?.is_none() {
             bail!("blob {d} vanished from the store before {r} was tagged (was gc run with a clock far off?); push again");
         }
-    }
+        Ok(())
+    })
+    .await?;
     let tag = r.tag_or_latest().expect("push references carry a tag");
     Ok(store.set_tag(&r.name, tag, md).await?.filter(|p| p != md))
 }
