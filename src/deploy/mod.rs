@@ -122,11 +122,35 @@ pub async fn deploy(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<Outcom
 
 /// `rollback APP ENV`: the environment pointer goes back one generation, then this
 /// host serves it (the kept, stopped colour is restarted when it holds that image).
+/// The rollback event, written once the host is done (also when it failed), names
+/// this host and how long the whole rollback took.
 pub async fn rollback(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<(RolledBack, Outcome)> {
-    let rb = env::rollback(ctx, &o.app, &o.env).await?;
-    let r = env::resolve_env(&ctx.store, &o.app, &o.env).await?;
-    let out = converge(ctx, o, &r.image_tag, r.digest, "rolled-back", notify).await?;
-    Ok((rb, out))
+    let start = Instant::now();
+    let pending = env::rollback_pointer(ctx, &o.app, &o.env).await?;
+    let served = async {
+        let r = env::resolve_env(&ctx.store, &o.app, &o.env).await?;
+        converge(ctx, o, &r.image_tag, r.digest, "rolled-back", notify).await
+    }
+    .await;
+    let secs = start.elapsed().as_secs_f64();
+    let recorded = pending
+        .record(&ctx.store, Some(audit::hostname()), Some(secs))
+        .await;
+    match (served, recorded) {
+        (Ok(out), Ok(rb)) => Ok((rb, out)),
+        (Ok(_), Err(e)) => Err(e.context(format!(
+            "{} {} rolled back and served on this host, but its rollback event was not recorded",
+            o.app, o.env
+        ))),
+        (Err(e), Ok(_)) => Err(e.context(format!(
+            "{} {} rolled back in the store (event recorded), but this host does not serve it",
+            o.app, o.env
+        ))),
+        (Err(e), Err(ev)) => Err(e.context(format!(
+            "{} {} rolled back in the store, but this host does not serve it, and the rollback event was not recorded ({ev:#})",
+            o.app, o.env
+        ))),
+    }
 }
 
 /// What `status` shows: the host state and whether its containers are there.
