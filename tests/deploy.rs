@@ -87,6 +87,17 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     }
 }
 
+/// One GET on a new connection (no curl process to start: the rollback timing polls
+/// every 10 ms): `Ok(body)` for a 200.
+fn fresh_get(port: u16) -> Result<String, String> {
+    KeepAlive { port, conn: None }.get()
+}
+
+fn hostname() -> String {
+    let out = check(&mut Command::new("hostname"));
+    stdout(&out).trim().to_string()
+}
+
 /// Waits for `cond`; the bound only keeps a broken run from hanging (no timing is asserted).
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -107,6 +118,13 @@ struct World {
     nginx: Proxy,
     state: tempfile::TempDir,
     images: DockerImages,
+    /// The traffic switch flags: nginx's by default.
+    switch: Vec<String>,
+    /// More host flags (`--cache`, `--engine`), and the run arguments after `--`.
+    extra: Vec<String>,
+    run_args: Vec<String>,
+    /// Environment of every s3dock command (the podman test's config files).
+    env: Vec<(String, String)>,
 }
 
 impl World {
@@ -127,13 +145,14 @@ impl World {
             }
             let tag = format!("{app}:{v}");
             // A well-behaved app exits on SIGTERM (httpd alone, as PID 1, would ignore it
-            // and every `docker stop` would wait out its grace period).
+            // and every `docker stop` would wait out its grace period). /greeting shows
+            // the GREETING variable a `-- -e GREETING=...` run argument sets.
             ctx.build(
                 &images,
                 &tag,
                 &format!(
                     "FROM scratch\nCOPY rootfs/ /\nCOPY www/ /www/\nEXPOSE {CONTAINER_PORT}\n\
-                     CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; /bin/busybox httpd -f -p {CONTAINER_PORT} -h /www & wait\"]\n"
+                     CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; echo ${{GREETING:-unset}} > /www/greeting; /bin/busybox httpd -f -p {CONTAINER_PORT} -h /www & wait\"]\n"
                 ),
             );
             docker_save_push(&store, &[&tag], &[&tag]);
@@ -144,9 +163,13 @@ impl World {
         World {
             app,
             store,
+            switch: nginx.args(),
             nginx,
             state: tempfile::tempdir().unwrap(),
             images,
+            extra: Vec::new(),
+            run_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -168,22 +191,32 @@ impl World {
             "--drain".into(),
             "1s".into(),
         ];
-        a.extend(self.nginx.args());
+        a.extend(self.switch.iter().cloned());
+        a.extend(self.extra.iter().cloned());
         a
     }
 
-    /// `s3dock CMD APP ENV host-args...` as a command, not run.
+    /// `s3dock CMD APP ENV host-args... [-- run-args]` as a command, not run.
     fn cmd(&self, cmd: &str) -> Command {
+        self.cmd_with(cmd, &[])
+    }
+
+    /// [`World::cmd`] with more flags (before the run arguments).
+    fn cmd_with(&self, cmd: &str, flags: &[&str]) -> Command {
         let mut c = self.store.cmd();
-        c.args([cmd, &self.app, ENV]).args(self.host_args());
+        c.args([cmd, &self.app, ENV])
+            .args(self.host_args())
+            .args(flags);
+        if !self.run_args.is_empty() {
+            c.arg("--").args(&self.run_args);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.stdin(Stdio::null());
         c
     }
 
     fn deploy(&self) -> std::process::Output {
-        let mut c = self.cmd("deploy");
-        c.arg("--blue-green");
-        c.output().unwrap()
+        self.cmd_with("deploy", &["--blue-green"]).output().unwrap()
     }
 
     fn deploy_ok(&self) -> String {
@@ -193,17 +226,15 @@ impl World {
     }
 
     fn status(&self) -> serde_json::Value {
-        let out = self.store.ok(
-            &[
-                "status",
-                &self.app,
-                ENV,
-                "--json",
-                "--state-dir",
-                &self.state.path().display().to_string(),
-            ],
-            None,
-        );
+        let mut c = self.store.cmd();
+        c.args(["status", &self.app, ENV, "--json", "--state-dir"])
+            .arg(self.state.path());
+        if let Some(i) = self.extra.iter().position(|a| a == "--engine") {
+            c.args(&self.extra[i..i + 2]);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -398,27 +429,66 @@ fn blue_green_deploy_zero_downtime_unhealthy_and_rollback() {
     let err = w.deploy_ok();
     assert!(err.contains("already live"), "{err}");
 
-    // Rollback: the pointer goes back to v1 and the kept blue serves again.
+    // Rollback: the pointer goes back to v1 and the kept blue serves again, in under a
+    // second from starting `s3dock rollback` (a fresh connection every 10 ms, so no
+    // keep-alive connection to an old nginx worker hides the switch).
     let t = Instant::now();
     let rollback = w.cmd("rollback").stderr(Stdio::piped()).spawn().unwrap();
-    wait_for("v1 served after the rollback", || {
-        w.nginx.get().as_deref() == Ok("v1")
-    });
-    let served = t.elapsed();
+    let mut probes = 0;
+    let served = loop {
+        probes += 1;
+        if fresh_get(w.nginx.port()).as_deref() == Ok("v1") {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "v1 not served 60 s after the rollback started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let out = rollback.wait_with_output().unwrap();
+    let took = t.elapsed();
     assert!(out.status.success(), "rollback failed: {}", stderr(&out));
     eprintln!(
-        "rollback to the kept colour: v1 served after {:.0} ms; the command (drain and stop included) took {:.0} ms",
+        "rollback to the kept colour: v1 served after {:.0} ms ({probes} probes); the command (drain and stop included) took {:.0} ms",
         served.as_secs_f64() * 1000.0,
-        t.elapsed().as_secs_f64() * 1000.0
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(
+        served < Duration::from_secs(1),
+        "rollback to the kept colour took {served:?} to serve v1: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("blue already holds this image"),
+        "{}",
+        stderr(&out)
     );
     w.serves("v1");
     let cur = w.store.ok(&["current", &w.app, ENV, "--json"], None);
     let cur: serde_json::Value = serde_json::from_slice(&cur.stdout).unwrap();
     assert_eq!(cur["image_tag"], "v1", "{cur}");
+    // The rollback event names this host and how long the rollback took there.
     let rb = w.history("rollback");
     assert_eq!(rb.len(), 1);
-    assert_eq!(rb[0]["target"]["image_tag"], "v1");
+    let t = &rb[0]["target"];
+    assert_eq!(t["image_tag"], "v1");
+    assert_eq!(rb[0]["previous"]["image_tag"], "v2", "{}", rb[0]);
+    assert_eq!(t["host"].as_str(), Some(hostname().as_str()), "{}", rb[0]);
+    let secs = t["duration_secs"].as_f64().expect("rollback duration_secs");
+    assert!(
+        secs > 0.0 && secs <= took.as_secs_f64(),
+        "rollback took {secs} s by its event, {took:?} measured"
+    );
+    assert!(rb[0]["previous"]["digest"].as_str().is_some());
+    let text = stdout(
+        &w.store
+            .ok(&["history", &w.app, "--event", "rollback"], None),
+    );
+    assert!(
+        text.contains(&format!(" on {} ({secs:.1}s)", hostname())),
+        "{text}"
+    );
     assert_eq!(w.status()["live"]["colour"], "blue");
 
     // Forward to v2 again (green is kept), then v3, which never gets healthy.
@@ -466,41 +536,408 @@ fn agent_deploys_a_promotion_and_stops_on_sigterm() {
     if !need_peers() {
         return;
     }
+    const INTERVAL: Duration = Duration::from_secs(2);
     let w = World::new(&["v1", "v2"]);
     w.promote("v1");
-    let mut agent = w.cmd("agent");
-    agent.args(["--interval", "2s"]).stderr(Stdio::piped());
+    let mut agent = w.cmd_with(
+        "agent",
+        &["--interval", &format!("{}s", INTERVAL.as_secs())],
+    );
+    agent.stderr(Stdio::piped());
     let mut child = agent.spawn().unwrap();
     let log = child.stderr.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        BufReader::new(log)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
+    // Each log line with the moment it was read.
+    let lines: Arc<std::sync::Mutex<Vec<(Instant, String)>>> = Default::default();
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(log).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push((Instant::now(), l));
+            }
+        })
+    };
+    let seen = |pat: &[&str]| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, l)| pat.iter().all(|p| l.contains(p)))
+            .map(|(t, _)| *t)
+    };
+    let v2 = format!("{}:v2", w.app);
     wait_for("the agent's first deploy (v1)", || {
         w.nginx.get().as_deref() == Ok("v1")
     });
-    // Promoted by another process; the agent picks it up on a later poll.
+    wait_for("the agent's report of its v1 deploy", || {
+        seen(&["agent:", " serves ", ":v1 on "]).is_some()
+    });
+    // Promoted by another process; the agent picks it up on a later poll. The clock
+    // starts before the promote command does.
     let t = Instant::now();
     w.promote("v2");
+    let promoted = t.elapsed();
     wait_for("the agent's deploy of v2", || {
         w.nginx.get().as_deref() == Ok("v2")
     });
+    let served = t.elapsed();
+    wait_for("the agent's report of its v2 deploy", || {
+        seen(&["agent:", " serves ", &format!("{v2} on ")]).is_some()
+    });
+    let started = seen(&["now points at", &v2, "deploying"]).expect("deploying line") - t;
+    let done = seen(&["agent:", " serves ", &format!("{v2} on ")]).unwrap() - t;
+    let deploy = done.saturating_sub(started);
     eprintln!(
-        "agent served v2 {:.1} s after the promotion (interval 2 s)",
-        t.elapsed().as_secs_f64()
+        "agent (interval {INTERVAL:?}): promote took {promoted:.2?}; deploy of v2 started {started:.2?} after the promote began, \
+         served {served:.2?}, reported done {done:.2?} (its deploy: {deploy:.2?})"
+    );
+    assert!(
+        started <= 2 * INTERVAL,
+        "the agent started deploying {started:?} after the promotion (interval {INTERVAL:?})"
+    );
+    assert!(
+        served <= 2 * INTERVAL + deploy,
+        "v2 served {served:?} after the promotion; deploy took {deploy:?} (interval {INTERVAL:?})"
     );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
-    let lines = lines.join().unwrap();
+    reader.join().unwrap();
+    let lines: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
     assert_eq!(status.code(), Some(0), "agent exit: {lines:?}");
     assert!(
         !lines.iter().any(|l| l.contains("s3dock: error")),
         "{lines:?}"
     );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("agent: stopped"),
+        "{lines:?}"
+    );
     w.serves("v2");
     assert_eq!(w.history("deploy").len(), 2);
+}
+
+/// The files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `--switch hook` (a script that records the new colour's address and points nginx
+/// at it), `--cache`, `-- -e VAR=...`, an environment pointing at a version, and a
+/// rollback whose previous colour is gone: the previous digest is deployed again, its
+/// layers from the cache (the store no longer has them).
+#[test]
+fn hook_switch_cache_run_args_version_and_rollback_without_the_kept_colour() {
+    if !need_peers() {
+        return;
+    }
+    let mut w = World::new(&["v1", "v2"]);
+    let dir = w.nginx.0.dir.path().to_path_buf();
+    let record = dir.join("hook.log");
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "set -e\n\
+             echo \"$S3DOCK_COLOUR $S3DOCK_ADDR $S3DOCK_PORT $S3DOCK_APP $S3DOCK_ENV $S3DOCK_DIGEST\" >> {record}\n\
+             printf 'upstream %s {{ server %s; }}\\n' {upstream} \"$S3DOCK_ADDR\" > {dir}/upstream.conf.new\n\
+             mv {dir}/upstream.conf.new {dir}/upstream.conf\n\
+             nginx -c {conf} -p {dir} -s reload\n",
+            record = record.display(),
+            upstream = format_args!("{}_{ENV}", w.app),
+            dir = dir.display(),
+            conf = w.nginx.conf(),
+        ),
+    )
+    .unwrap();
+    w.switch = vec![
+        "--port".into(),
+        w.nginx.port().to_string(),
+        "--switch".into(),
+        "hook".into(),
+        "--hook".into(),
+        format!("sh {}", hook.display()),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    w.extra = vec!["--cache".into(), cache.path().display().to_string()];
+    w.run_args = vec!["-e".into(), "GREETING=hello-from-run-args".into()];
+    let hook_lines = || -> Vec<Vec<String>> {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .collect()
+    };
+
+    // A version: v1 is 1.0.0, and production points at 1.0.0, not at an image tag.
+    w.store
+        .ok(&["tag", &format!("{}:v1", w.app), "1.0.0"], None);
+    w.store
+        .ok(&["promote", &format!("{}:1.0.0", w.app), ENV], None);
+    let err = w.deploy_ok();
+    assert!(err.contains("pulling"), "{err}");
+    w.serves("v1");
+    let s = w.status();
+    assert_eq!(s["live"]["image_tag"], "v1", "{s}");
+    let port = s["live"]["port"].as_u64().unwrap();
+    let digest = s["live"]["digest"].as_str().unwrap().to_string();
+    let cur = w.store.ok(&["current", &w.app, ENV, "--json"], None);
+    let cur: serde_json::Value = serde_json::from_slice(&cur.stdout).unwrap();
+    assert_eq!(cur["target"]["kind"], "version", "{cur}");
+    assert_eq!(cur["target"]["name"], "1.0.0", "{cur}");
+    // The hook got the new colour's address, and its nginx rewrite moved the traffic.
+    assert_eq!(
+        hook_lines(),
+        [vec![
+            "blue".to_string(),
+            format!("127.0.0.1:{port}"),
+            port.to_string(),
+            w.app.clone(),
+            ENV.into(),
+            digest,
+        ]]
+    );
+    // The run arguments reached the container: its page shows the variable.
+    assert_eq!(
+        http_get(w.nginx.port(), "/greeting").as_deref(),
+        Ok("hello-from-run-args")
+    );
+    let blue = format!("{}-{ENV}-blue", w.app);
+    let env = stdout(&check(tool("docker").args([
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &blue,
+    ])));
+    assert!(env.contains("GREETING=hello-from-run-args"), "{env}");
+    // The cache holds the layers, content-addressed.
+    let cached = files_under(cache.path());
+    assert!(!cached.is_empty(), "nothing cached");
+    for f in &cached {
+        use sha2::Digest as _;
+        let hex = format!("{:x}", sha2::Sha256::digest(std::fs::read(f).unwrap()));
+        assert_eq!(f.file_name().unwrap().to_str(), Some(hex.as_str()), "{f:?}");
+        assert!(f.starts_with(cache.path().join("blobs/sha256")), "{f:?}");
+    }
+
+    // v2 by image tag; the hook moves traffic to green.
+    w.promote("v2");
+    w.deploy_ok();
+    w.serves("v2");
+    let green_port = w.status()["live"]["port"].as_u64().unwrap();
+    let lines = hook_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1][0], "green");
+    assert_eq!(lines[1][1], format!("127.0.0.1:{green_port}"));
+
+    // The kept blue (and its image) disappear, and so do the layer blobs from the
+    // store: the rollback must run v1 anew, pulled with its layers from the cache.
+    check(tool("docker").args(["rm", "-f", &blue]));
+    check(tool("docker").args(["rmi", &format!("{}:v1", w.app)]));
+    let store_dir = w.store.dir.as_ref().unwrap().path().to_path_buf();
+    let mut removed = 0;
+    for f in files_under(&store_dir) {
+        let under = f
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str());
+        if f.ends_with("data")
+            && cached
+                .iter()
+                .any(|c| c.file_name().and_then(|n| n.to_str()) == under)
+        {
+            std::fs::remove_file(&f).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "no layer blob found in the store");
+    let out = w.cmd("rollback").output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "rollback failed: {err}");
+    assert!(
+        err.contains("pulling") && err.contains("started blue on 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("already holds"), "{err}");
+    w.serves("v1");
+    let s = w.status();
+    assert_eq!(s["live"]["colour"], "blue", "{s}");
+    assert_eq!(s["live"]["image_tag"], "v1", "{s}");
+    let lines = hook_lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[2][0], "blue");
+    assert_eq!(
+        lines[2][1],
+        format!("127.0.0.1:{}", s["live"]["port"].as_u64().unwrap())
+    );
+    assert_eq!(
+        http_get(w.nginx.port(), "/greeting").as_deref(),
+        Ok("hello-from-run-args")
+    );
+    let cur = w.store.ok(&["current", &w.app, ENV, "--json"], None);
+    let cur: serde_json::Value = serde_json::from_slice(&cur.stdout).unwrap();
+    assert_eq!(cur["target"]["name"], "1.0.0", "{cur}");
+    let rb = w.history("rollback");
+    assert_eq!(rb.len(), 1);
+    assert!(
+        rb[0]["target"]["duration_secs"].as_f64().is_some(),
+        "{}",
+        rb[0]
+    );
+}
+
+/// A private podman (Debian's 4.3, rootful, CNI port publishing on 127.0.0.1): its
+/// own storage (vfs) and config through CONTAINERS_STORAGE_CONF / CONTAINERS_CONF, so
+/// nothing touches the host's containers; removed with everything in it when dropped.
+struct PodmanHost {
+    dir: tempfile::TempDir,
+}
+
+impl PodmanHost {
+    fn new() -> PodmanHost {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{d}/root\"\nrunroot = \"{d}/run\"\n"
+            ),
+        )
+        .unwrap();
+        // This machine's sandbox lacks CAP_SYS_RESOURCE: podman's default rlimits
+        // (raised above the current hard limits) would make runc fail.
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+                 [engine]\nevents_logger = \"none\"\ntmp_dir = \"{d}/tmp\"\n"
+            ),
+        )
+        .unwrap();
+        PodmanHost { dir }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let p = |f: &str| self.dir.path().join(f).display().to_string();
+        vec![
+            ("CONTAINERS_STORAGE_CONF".into(), p("storage.conf")),
+            ("CONTAINERS_CONF".into(), p("containers.conf")),
+        ]
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = tool("podman");
+        c.envs(self.env());
+        c
+    }
+
+    /// `name running` or `name stopped` for the containers with the app's deploy label
+    /// (podman's `{{.State}}` is Docker's `{{.Status}}` text).
+    fn containers(&self, app: &str) -> Vec<String> {
+        let names = |all: bool| {
+            let mut c = self.cmd();
+            c.arg("ps").args(all.then_some("-a")).args([
+                "--filter",
+                &format!("label=s3dock.deploy={app}:{ENV}"),
+                "--format",
+                "{{.Names}}",
+            ]);
+            let out = check(&mut c);
+            stdout(&out).lines().map(str::to_string).collect::<Vec<_>>()
+        };
+        let running = names(false);
+        let mut v: Vec<String> = names(true)
+            .into_iter()
+            .map(|n| {
+                let state = if running.contains(&n) {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                format!("{n} {state}")
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for PodmanHost {
+    fn drop(&mut self) {
+        for args in [&["rm", "-a", "-f"][..], &["rmi", "-a", "-f"]] {
+            let _ = self
+                .cmd()
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `--engine podman`: the same deploy, switch and rollback with podman's CLI.
+#[test]
+fn podman_engine_deploys_switches_and_rolls_back() {
+    if !need_peers() || !need_podman() {
+        return;
+    }
+    let mut w = World::new(&["v1", "v2"]);
+    let podman = PodmanHost::new();
+    w.extra = vec!["--engine".into(), "podman".into()];
+    w.env = podman.env();
+    w.run_args = vec!["-e".into(), "GREETING=from-podman".into()];
+    w.promote("v1");
+    let err = w.deploy_ok();
+    assert!(err.contains("pulling"), "{err}");
+    w.serves("v1");
+    assert_eq!(
+        http_get(w.nginx.port(), "/greeting").as_deref(),
+        Ok("from-podman")
+    );
+    w.promote("v2");
+    w.deploy_ok();
+    w.serves("v2");
+    let (blue, green) = (
+        format!("{}-{ENV}-blue", w.app),
+        format!("{}-{ENV}-green", w.app),
+    );
+    let names = podman.containers(&w.app);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        names,
+        [format!("{blue} stopped"), format!("{green} running")]
+    );
+    // Docker saw none of it.
+    assert!(w.containers().is_empty(), "{:?}", w.containers());
+    let s = w.status();
+    assert_eq!(s["live_running"], true, "{s}");
+    assert_eq!(s["previous_kept"], true, "{s}");
+    let out = w.cmd("rollback").output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "rollback failed: {err}");
+    assert!(err.contains("blue already holds this image"), "{err}");
+    w.serves("v1");
+    let names = podman.containers(&w.app);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], format!("{blue} running"), "{names:?}");
+    assert_eq!(names[1], format!("{green} stopped"), "{names:?}");
 }
 
 /// Runs deploy with `S3DOCK_DEPLOY_PAUSE_AT=step`, waits until it says it paused there,

@@ -122,11 +122,35 @@ pub async fn deploy(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<Outcom
 
 /// `rollback APP ENV`: the environment pointer goes back one generation, then this
 /// host serves it (the kept, stopped colour is restarted when it holds that image).
+/// The rollback event, written once the host is done (also when it failed), names
+/// this host and how long the whole rollback took.
 pub async fn rollback(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<(RolledBack, Outcome)> {
-    let rb = env::rollback(ctx, &o.app, &o.env).await?;
-    let r = env::resolve_env(&ctx.store, &o.app, &o.env).await?;
-    let out = converge(ctx, o, &r.image_tag, r.digest, "rolled-back", notify).await?;
-    Ok((rb, out))
+    let start = Instant::now();
+    let pending = env::rollback_pointer(ctx, &o.app, &o.env).await?;
+    let served = async {
+        let r = env::resolve_env(&ctx.store, &o.app, &o.env).await?;
+        converge(ctx, o, &r.image_tag, r.digest, "rolled-back", notify).await
+    }
+    .await;
+    let secs = start.elapsed().as_secs_f64();
+    let recorded = pending
+        .record(&ctx.store, Some(audit::hostname()), Some(secs))
+        .await;
+    match (served, recorded) {
+        (Ok(out), Ok(rb)) => Ok((rb, out)),
+        (Ok(_), Err(e)) => Err(e.context(format!(
+            "{} {} rolled back and served on this host, but its rollback event was not recorded",
+            o.app, o.env
+        ))),
+        (Err(e), Ok(_)) => Err(e.context(format!(
+            "{} {} rolled back in the store (event recorded), but this host does not serve it",
+            o.app, o.env
+        ))),
+        (Err(e), Err(ev)) => Err(e.context(format!(
+            "{} {} rolled back in the store, but this host does not serve it, and the rollback event was not recorded ({ev:#})",
+            o.app, o.env
+        ))),
+    }
 }
 
 /// What `status` shows: the host state and whether its containers are there.
@@ -216,6 +240,7 @@ async fn probe(port: u16, path: &str) -> Result<health::Answer, String> {
 /// Waits until `name` runs and answers 2xx on the health path, within the timeout.
 async fn wait_healthy(o: &Options, name: &str, port: u16) -> Result<health::Answer, String> {
     let deadline = Instant::now() + o.health_timeout;
+    let mut pause = Duration::from_millis(20);
     loop {
         let last = match o.engine.inspect(name) {
             Ok(Some(c)) if c.running => {
@@ -239,7 +264,10 @@ async fn wait_healthy(o: &Options, name: &str, port: u16) -> Result<health::Answ
                 health::describe(&last)
             ));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Soon at first (a kept colour restarted for a rollback answers within
+        // milliseconds), every 200 ms for an app that takes its time.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 
@@ -251,19 +279,26 @@ async fn switch_to(o: &Options, to: &Slot) -> Result<()> {
         return Ok(());
     }
     let deadline = Instant::now() + o.health_timeout;
+    let mut direct = probe(to.port, &o.health_path).await;
     loop {
-        let direct = probe(to.port, &o.health_path).await;
         let public = probe(o.public_port, &o.health_path).await;
         match (&direct, &public) {
             (Ok(d), Ok(p)) if p.ok() && d.body == p.body => return Ok(()),
-            _ if Instant::now() >= deadline => bail!(
+            // nginx's new workers take over a few ms after the reload: ask again soon.
+            _ if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if public.as_ref().is_ok_and(health::Answer::ok) {
+                    // Still the old colour's answer, or the new one changed its own.
+                    direct = probe(to.port, &o.health_path).await;
+                }
+            }
+            _ => bail!(
                 "traffic switch not confirmed: 127.0.0.1:{} answered {} while the {} colour answers {}",
                 o.public_port,
                 health::describe(&public),
                 to.colour,
                 health::describe(&direct)
             ),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
@@ -271,14 +306,26 @@ async fn switch_to(o: &Options, to: &Slot) -> Result<()> {
 /// Brings the state in line with the engine, finishing or undoing a switch that a
 /// crash interrupted, restarting a live colour that is not running and stopping a
 /// previous colour that still runs.
-async fn reconcile(o: &Options, st: &mut HostState, notify: Notify<'_>) -> Result<()> {
+///
+/// Returns the containers found when nothing was started, stopped or removed here
+/// (still accurate, so the caller need not ask the engine again), else None.
+async fn reconcile(
+    o: &Options,
+    st: &mut HostState,
+    notify: Notify<'_>,
+) -> Result<Option<Vec<Container>>> {
     let e = &o.engine;
-    let mut found = Vec::new();
-    for n in e.with_label(engine::LABEL_DEPLOY, &deploy_label(&o.app, &o.env))? {
-        if let Some(c) = e.inspect(&n)? {
-            found.push(c);
+    let found =
+        e.inspect_all(&e.with_label(engine::LABEL_DEPLOY, &deploy_label(&o.app, &o.env))?)?;
+    let mut fresh = true;
+    // Whether `name` runs: from `found` while nothing has changed since.
+    let runs = |fresh: bool, name: &str| -> Result<bool> {
+        if fresh {
+            Ok(found.iter().any(|c| c.name == name && c.running))
+        } else {
+            Ok(e.inspect(name)?.is_some_and(|c| c.running))
         }
-    }
+    };
     let present = |s: &Option<Slot>| {
         s.as_ref()
             .is_some_and(|s| found.iter().any(|c| c.name == s.container))
@@ -304,6 +351,7 @@ async fn reconcile(o: &Options, st: &mut HostState, notify: Notify<'_>) -> Resul
         }
     }
     if let Some(sw) = st.switching.take() {
+        fresh = false;
         let ok = wait_healthy(
             &Options {
                 health_timeout: Duration::from_secs(2),
@@ -339,8 +387,9 @@ async fn reconcile(o: &Options, st: &mut HostState, notify: Notify<'_>) -> Resul
         state::save(&state::path(&o.state_dir, &o.app, &o.env), st)?;
     }
     if let Some(live) = &st.live {
-        if !e.inspect(&live.container)?.is_some_and(|c| c.running) {
+        if !runs(fresh, &live.container)? {
             e.start(&live.container)?;
+            fresh = false;
             notify(Step::Recovered(format!(
                 "restarted the live {} colour",
                 live.colour
@@ -349,16 +398,16 @@ async fn reconcile(o: &Options, st: &mut HostState, notify: Notify<'_>) -> Resul
     }
     if let Some(p) = &st.previous {
         let live = st.live.as_ref().map(|l| l.container.as_str());
-        if Some(p.container.as_str()) != live && e.inspect(&p.container)?.is_some_and(|c| c.running)
-        {
+        if Some(p.container.as_str()) != live && runs(fresh, &p.container)? {
             tokio::time::sleep(o.drain).await;
             e.stop(&p.container, STOP_GRACE_SECS)?;
+            fresh = false;
             notify(Step::Stopped {
                 colour: p.colour.clone(),
             });
         }
     }
-    Ok(())
+    Ok(fresh.then_some(found))
 }
 
 /// Makes the engine hold the image (by config digest); pulls it through `docker
@@ -455,7 +504,7 @@ async fn converge(
     let sp = state::path(&o.state_dir, &o.app, &o.env);
     let _lock = state::lock(&sp)?;
     let mut st = state::load(&sp, &o.app, &o.env)?;
-    reconcile(o, &mut st, notify).await?;
+    let found = reconcile(o, &mut st, notify).await?;
     state::save(&sp, &st)?;
     let want = digest.to_string();
     let outcome = |result: &str, slot: &Slot, previous: Option<Slot>| Outcome {
@@ -487,7 +536,11 @@ async fn converge(
         _ => "blue",
     };
     let name = container_name(&o.app, &o.env, colour);
-    let kept = o.engine.inspect(&name)?.and_then(|c| {
+    let idle = match found {
+        Some(found) => found.into_iter().find(|c| c.name == name),
+        None => o.engine.inspect(&name)?,
+    };
+    let kept = idle.and_then(|c| {
         let s = slot_of(&c, now())?;
         (s.digest == want).then_some((c, s))
     });

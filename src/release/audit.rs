@@ -134,6 +134,13 @@ pub struct PromoteTarget {
     pub image_tag: String,
     pub digest: Digest,
     pub generation: u64,
+    /// Rollbacks: the host that ran `s3dock rollback` (and switched its traffic back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Rollbacks: seconds from the start of `s3dock rollback` until that host served
+    /// the earlier image and had drained the colour it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<f64>,
 }
 
 /// A removal (`rm`, `prune`): a tag, a version, or a manifest revision by digest.
@@ -370,6 +377,12 @@ impl Event {
                 image(&t.image, &t.image_tag)?;
                 check(check_env_name(&t.env).is_ok(), "env", &t.env)?;
                 check(valid_tag(&t.name), "target", &t.name)?;
+                if let Some(h) = &t.host {
+                    check(is_text(h), "host", h)?;
+                }
+                if let Some(d) = t.duration_secs {
+                    check(d.is_finite() && d >= 0.0, "duration_secs", &d.to_string())?;
+                }
                 if let Some(p) = previous {
                     use super::records::Record;
                     p.validate(app, &t.env)?;

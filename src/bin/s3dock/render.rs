@@ -416,7 +416,7 @@ fn describe(e: &Event) -> String {
                 .unwrap_or_default()
         ),
         What::Promote { target, previous } | What::Rollback { target, previous } => format!(
-            "{} → {}{} {}{}",
+            "{} → {}{} {}{}{}",
             target.env,
             if target.kind == TargetKind::Version {
                 format!("{} = ", target.name)
@@ -428,7 +428,14 @@ fn describe(e: &Event) -> String {
             previous
                 .as_ref()
                 .map(|p| format!(" (was {})", p.target.name))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            // A rollback: the host that ran it and how long it took there.
+            match (&target.host, target.duration_secs) {
+                (Some(h), Some(d)) => format!(" on {h} ({d:.1}s)"),
+                (Some(h), None) => format!(" on {h}"),
+                (None, Some(d)) => format!(" ({d:.1}s)"),
+                (None, None) => String::new(),
+            }
         ),
         What::Remove { target } => format!(
             "{} {}{}",
