@@ -468,7 +468,7 @@ fn blue_green_deploy_zero_downtime_unhealthy_and_rollback() {
     let cur = w.store.ok(&["current", &w.app, ENV, "--json"], None);
     let cur: serde_json::Value = serde_json::from_slice(&cur.stdout).unwrap();
     assert_eq!(cur["image_tag"], "v1", "{cur}");
-    // The rollback event names this host and how long the rollback took there.
+    // The rollback event names this host and how long its store-side move took.
     let rb = w.history("rollback");
     assert_eq!(rb.len(), 1);
     let t = &rb[0]["target"];

@@ -122,35 +122,27 @@ pub async fn deploy(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<Outcom
 
 /// `rollback APP ENV`: the environment pointer goes back one generation, then this
 /// host serves it (the kept, stopped colour is restarted when it holds that image).
-/// The rollback event, written once the host is done (also when it failed), names
-/// this host and how long the whole rollback took.
+/// The rollback event is written with the pointer, before the host acts, so that a
+/// rollback killed half-way still leaves the generation it wrote explained (the next
+/// rollback reads it); it names this host and how long the store-side move took. The
+/// host's own switch is the `deploy` event that `converge` writes, with its duration.
 pub async fn rollback(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<(RolledBack, Outcome)> {
     let start = Instant::now();
     let pending = env::rollback_pointer(ctx, &o.app, &o.env).await?;
-    let served = async {
-        let r = env::resolve_env(&ctx.store, &o.app, &o.env).await?;
-        converge(ctx, o, &r.image_tag, r.digest, "rolled-back", notify).await
-    }
-    .await;
     let secs = start.elapsed().as_secs_f64();
-    let recorded = pending
+    let rb = pending
         .record(&ctx.store, Some(audit::hostname()), Some(secs))
-        .await;
-    match (served, recorded) {
-        (Ok(out), Ok(rb)) => Ok((rb, out)),
-        (Ok(_), Err(e)) => Err(e.context(format!(
-            "{} {} rolled back and served on this host, but its rollback event was not recorded",
-            o.app, o.env
-        ))),
-        (Err(e), Ok(_)) => Err(e.context(format!(
-            "{} {} rolled back in the store (event recorded), but this host does not serve it",
-            o.app, o.env
-        ))),
-        (Err(e), Err(ev)) => Err(e.context(format!(
-            "{} {} rolled back in the store, but this host does not serve it, and the rollback event was not recorded ({ev:#})",
-            o.app, o.env
-        ))),
-    }
+        .await?;
+    let r = env::resolve_env(&ctx.store, &o.app, &o.env).await?;
+    let out = converge(ctx, o, &r.image_tag, r.digest, "rolled-back", notify)
+        .await
+        .with_context(|| {
+            format!(
+                "{} {} rolled back in the store, but this host does not serve it",
+                o.app, o.env
+            )
+        })?;
+    Ok((rb, out))
 }
 
 /// What `status` shows: the host state and whether its containers are there.
