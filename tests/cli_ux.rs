@@ -3,8 +3,10 @@
 //! config files; shell completions and man pages.
 
 mod common;
+mod interop_support;
 
 use common::{fixture, TestStore};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -111,7 +113,9 @@ fn help_shows_own_options_and_text_for_every_one() {
             assert!(own < store, "{p:?}:\n{h}");
         }
     }
-    for p in ["push", "pull", "promote"] {
+    for p in [
+        "push", "pull", "promote", "copy", "deploy", "rollback", "agent",
+    ] {
         let h = help(&[p]);
         let ex = h
             .find("Examples:")
@@ -137,9 +141,86 @@ fn help_shows_own_options_and_text_for_every_one() {
     assert_eq!(v["settings"]["store"]["source"], "flag --store");
 }
 
-/// Every command that prints a result prints JSON with --json.
+/// The README's table of `--json` output: command → (shape, always-present fields,
+/// sometimes-present fields). Rows sit between the `json-fields` comments; a field
+/// written `` `name?` `` is present only sometimes.
+fn documented_json() -> BTreeMap<String, (String, BTreeSet<String>, BTreeSet<String>)> {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let (_, rest) = readme
+        .split_once("<!-- json-fields:begin")
+        .expect("README: json-fields table");
+    let (table, _) = rest.split_once("<!-- json-fields:end -->").unwrap();
+    let mut out = BTreeMap::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let command = cells[1].trim_matches('`').to_string();
+        let (mut always, mut sometimes) = (BTreeSet::new(), BTreeSet::new());
+        for (i, f) in cells[3].split('`').enumerate() {
+            if i % 2 == 0 {
+                continue;
+            }
+            match f.strip_suffix('?') {
+                Some(f) => sometimes.insert(f.to_string()),
+                None => always.insert(f.to_string()),
+            };
+        }
+        assert!(
+            out.insert(command.clone(), (cells[2].to_string(), always, sometimes))
+                .is_none(),
+            "README: {command} twice"
+        );
+    }
+    out
+}
+
+/// A result against its README row: the shape, and top-level fields (of each element,
+/// for an array) all documented, the always-present ones all there.
+fn check_documented(
+    doc: &BTreeMap<String, (String, BTreeSet<String>, BTreeSet<String>)>,
+    command: &str,
+    v: &serde_json::Value,
+) {
+    let (shape, always, sometimes) = doc
+        .get(command)
+        .unwrap_or_else(|| panic!("README documents no --json output of {command}"));
+    let objects: Vec<&serde_json::Map<String, serde_json::Value>> = match shape.as_str() {
+        "object" => vec![v.as_object().unwrap_or_else(|| panic!("{command}: {v}"))],
+        "array" => v
+            .as_array()
+            .unwrap_or_else(|| panic!("{command}: not an array: {v}"))
+            .iter()
+            .map(|e| e.as_object().unwrap())
+            .collect(),
+        other => panic!("README: {command}: unknown shape {other}"),
+    };
+    assert!(
+        !objects.is_empty(),
+        "{command}: an empty array proves nothing"
+    );
+    for o in objects {
+        let keys: BTreeSet<String> = o.keys().cloned().collect();
+        let missing: Vec<_> = always.difference(&keys).collect();
+        let undocumented: Vec<_> = keys
+            .iter()
+            .filter(|k| !always.contains(*k) && !sometimes.contains(*k))
+            .collect();
+        assert!(
+            missing.is_empty() && undocumented.is_empty(),
+            "{command} --json: documented but absent {missing:?}, present but undocumented {undocumented:?}: {v}"
+        );
+    }
+}
+
+/// Every command that prints a result prints JSON with --json, with the fields the
+/// README documents for it.
 #[test]
 fn json_on_every_command() {
+    let doc = documented_json();
+    let mut checked = BTreeSet::new();
+    let mut check = |command: &str, v: &serde_json::Value| {
+        check_documented(&doc, command, v);
+        checked.insert(command.to_string());
+    };
     let store = TestStore::local();
     let cfg = tempfile::tempdir().unwrap();
     let cfg = cfg.path().join("config.toml");
@@ -161,6 +242,8 @@ fn json_on_every_command() {
     };
     let v = json(&["push", "--json", "-i", tiny.to_str().unwrap(), "app:1"]);
     assert_eq!(v["images"][0]["reference"], "app:1", "{v}");
+    check("push", &v);
+    json(&["push", "--json", "-i", tiny.to_str().unwrap(), "app:2"]);
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("a.tar");
     let v = json(&["pull", "--json", "app:1", "-o", file.to_str().unwrap()]);
@@ -168,6 +251,7 @@ fn json_on_every_command() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
+    check("pull", &v);
     // Archive on stdout: the summary is the last stderr line.
     let o = run(&["pull", "--json", "app:1"]);
     assert!(o.stdout.len() > 1024);
@@ -175,27 +259,75 @@ fn json_on_every_command() {
     let last: serde_json::Value = serde_json::from_str(err.trim_end().lines().last().unwrap())
         .unwrap_or_else(|e| panic!("last stderr line is not JSON ({e}): {err}"));
     assert_eq!(last["manifest_digest"], v["manifest_digest"]);
-    assert_eq!(json(&["tags", "--json", "app"])["tags"][0], "1");
-    assert!(json(&["cleanup", "--json"]).is_object());
-    assert_eq!(
-        json(&["tag", "--json", "app:1", "v1.0.0"])["version"],
-        "v1.0.0"
+    check("pull", &last);
+    let v = json(&[
+        "pull",
+        "--json",
+        "app:1",
+        "app:2",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    check("pull (bundle)", &v);
+    let to = tempfile::tempdir().unwrap();
+    let v = json(&[
+        "copy",
+        "--json",
+        "app:1",
+        "--to",
+        to.path().to_str().unwrap(),
+    ]);
+    check("copy", &v);
+    let v = json(&["tags", "--json", "app"]);
+    assert_eq!(v["tags"][0], "1");
+    check("tags", &v);
+    check("cleanup", &json(&["cleanup", "--json"]));
+    let v = json(&["tag", "--json", "app:1", "v1.0.0"]);
+    assert_eq!(v["version"], "v1.0.0");
+    check("tag", &v);
+    check("promote", &json(&["promote", "--json", "app:1", "staging"]));
+    check("current", &json(&["current", "--json", "app", "staging"]));
+    check("list", &json(&["list", "--json"]));
+    check("list APP", &json(&["list", "--json", "app"]));
+    check("history", &json(&["history", "--json", "app"]));
+    let v = json(&["rm", "--json", "app:2"]);
+    assert_eq!(v[0]["reference"], "app:2");
+    check("rm", &v);
+    check(
+        "prune",
+        &json(&[
+            "prune",
+            "--json",
+            "app",
+            "--keep-last",
+            "0",
+            "--older-than",
+            "0s",
+            "--dry-run",
+        ]),
     );
-    assert!(json(&["promote", "--json", "app:1", "staging"]).is_object());
-    assert!(json(&["current", "--json", "app", "staging"]).is_object());
-    assert!(json(&["list", "--json"]).is_object() || json(&["list", "--json"]).is_array());
-    assert!(!json(&["list", "--json", "app"]).is_null());
-    assert!(!json(&["history", "--json", "app"]).is_null());
-    assert!(json(&["config", "show", "--json"]).is_object());
+    check("gc", &json(&["gc", "--json", "--grace", "0s"]));
+    check("verify", &json(&["verify", "--json", "--deep"]));
+    let state = tempfile::tempdir().unwrap();
+    check(
+        "status",
+        &json(&[
+            "status",
+            "--json",
+            "app",
+            "staging",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ]),
+    );
+    check("config show", &json(&["config", "show", "--json"]));
     // config list with no file: exit 0, an empty list.
-    assert_eq!(
-        json(&["config", "list", "--json"])["profiles"],
-        serde_json::json!([])
-    );
-    assert_eq!(
-        json(&["config", "init", "--json", "--no-input"])["profile"],
-        "default"
-    );
+    let v = json(&["config", "list", "--json"]);
+    assert_eq!(v["profiles"], serde_json::json!([]));
+    check("config list", &v);
+    let v = json(&["config", "init", "--json", "--no-input"]);
+    assert_eq!(v["profile"], "default");
+    check("config init", &v);
     assert_eq!(
         json(&["config", "list", "--json"])["profiles"][0]["name"],
         "default"
@@ -217,17 +349,53 @@ fn json_on_every_command() {
     };
     git(&["init", "-q"]);
     std::fs::write(repo.path().join("f"), "x").unwrap();
-    git(&["add", "f"]);
+    std::fs::write(repo.path().join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+    git(&["add", "f", "Dockerfile"]);
     git(&["commit", "-qm", "c"]);
-    let v = json(&[
-        "stamp",
-        "--json",
-        "app",
-        "-C",
-        repo.path().to_str().unwrap(),
-    ]);
+    let repo_dir = repo.path().to_str().unwrap();
+    let v = json(&["stamp", "--json", "app", "-C", repo_dir]);
     assert_eq!(v["app"], "app");
     assert!(v["reference"].as_str().unwrap().starts_with("app:"), "{v}");
+    check("stamp", &v);
+    // build --push, with Docker: a FROM scratch image of one file.
+    if interop_support::need_docker() {
+        let app = format!("cliux{}", interop_support::run_id());
+        let v = json(&[
+            "build",
+            "--json",
+            &app,
+            "--context",
+            repo_dir,
+            "--dockerfile",
+            &format!("{repo_dir}/Dockerfile"),
+            "--builder",
+            "docker",
+            "--push",
+        ]);
+        let built = v["reference"].as_str().unwrap().to_string();
+        let _ = Command::new("docker").args(["rmi", &built]).output();
+        check("build", &v);
+    }
+    // Every command that prints a result has its row, and every row was checked here
+    // but deploy's and rollback's (their output is one struct, `Outcome`; they need a
+    // container engine and a traffic switch: tests/deploy.rs).
+    let no_result = ["agent", "completions", "man", "config"];
+    for c in subcommands(&help(&[])) {
+        assert!(
+            no_result.contains(&c.as_str()) || doc.contains_key(&c),
+            "README documents no --json output of {c}"
+        );
+    }
+    let unchecked: Vec<_> = doc
+        .keys()
+        .filter(|c| !checked.contains(*c))
+        .filter(|c| !["deploy", "rollback"].contains(&c.as_str()))
+        .filter(|c| *c != "build" || interop_support::docker_version().is_none())
+        .collect();
+    assert!(
+        unchecked.is_empty(),
+        "README rows not checked: {unchecked:?}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod interop_support;
 
 use common::iam;
 use common::*;
-use interop_support::{need_registry, need_skopeo, skopeo_inspect, Registry};
+use interop_support::{need_busybox, need_registry, need_skopeo, skopeo_inspect, Registry};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,22 @@ fn hex(d: &str) -> &str {
 fn blob_key(d: &str) -> String {
     let h = hex(d);
     format!("docker/registry/v2/blobs/sha256/{}/{h}/data", &h[..2])
+}
+
+/// The `_layers` link of blob `d` in `repo`.
+fn layer_link_key(repo: &str, d: &str) -> String {
+    format!(
+        "docker/registry/v2/repositories/{repo}/_layers/sha256/{}/link",
+        hex(d)
+    )
+}
+
+/// The blobs of a pushed image that have `_layers` links: config and layers.
+fn linked_blobs(img: &Value) -> Vec<String> {
+    pushed_blobs(img)
+        .into_iter()
+        .filter(|d| img["manifest_digest"] != d.as_str())
+        .collect()
 }
 
 fn index_key(layer: &Value) -> String {
@@ -151,6 +167,16 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
     );
     assert_eq!(moved["previous"], old["manifest_digest"]);
     remove_image(&store, app, "drop", &drop);
+    // The kept image also in a second repository, then removed there: its `_layers`
+    // links in that repository go, its blobs stay (the first repository uses them).
+    let other = "lcgc/other";
+    let copy = push(
+        &store,
+        &archive(tmp.path(), "k", &[base, (2, 4096)]),
+        &format!("{other}:x"),
+    );
+    assert_eq!(digest(&copy), digest(&keep));
+    remove_image(&store, other, "x", &copy);
 
     let before = keyset(&store);
     let dry = json(&store, &["gc", "--grace", "0s", "--dry-run"]);
@@ -170,6 +196,32 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
         "[{}] dry run: {dry:#}",
         store.kind
     );
+    // `_layers` links nothing needs: the dropped image's own blobs in `app`, and every
+    // blob of the image removed from `other`; each was there before gc.
+    let links_gone: BTreeSet<(String, String)> = linked_blobs(&drop)
+        .into_iter()
+        .filter(|d| gone.contains(d))
+        .map(|d| (app.to_string(), d))
+        .chain(
+            linked_blobs(&copy)
+                .into_iter()
+                .map(|d| (other.to_string(), d)),
+        )
+        .collect();
+    for (repo, d) in &links_gone {
+        assert!(
+            before.contains(&layer_link_key(repo, d)),
+            "[{}] push wrote no _layers link {repo}@{d}",
+            store.kind
+        );
+    }
+    let link_names: BTreeSet<String> = links_gone.iter().map(|(r, d)| format!("{r}@{d}")).collect();
+    assert_eq!(
+        strings(&dry["layer_links"]),
+        link_names,
+        "[{}] dry run: {dry:#}",
+        store.kind
+    );
 
     let young = json(&store, &["gc"]);
     assert_eq!(
@@ -182,10 +234,27 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
 
     let swept = json(&store, &["gc", "--grace", "0s"]);
     assert_eq!(strings(&swept["blobs"]), gone, "[{}] {swept:#}", store.kind);
+    assert_eq!(
+        strings(&swept["layer_links"]),
+        link_names,
+        "[{}] {swept:#}",
+        store.kind
+    );
     assert_eq!(swept["index_entries"], 1, "the dropped layer's index entry");
     let keys = keyset(&store);
     for d in &gone {
         assert!(!keys.contains(&blob_key(d)), "[{}] {d} kept", store.kind);
+    }
+    for (repo, d) in &links_gone {
+        assert!(
+            !keys.contains(&layer_link_key(repo, d)),
+            "[{}] _layers link {repo}@{d} kept",
+            store.kind
+        );
+    }
+    // The removed repository's links went, not the blobs they named.
+    for d in linked_blobs(&copy) {
+        assert!(keys.contains(&blob_key(&d)), "[{}] {d} swept", store.kind);
     }
     // Kept: the tagged images, the shared base, and the moved tag's earlier revision
     // (untagged revisions are kept, as the registry's own gc keeps them).
@@ -194,6 +263,14 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
             assert!(
                 keys.contains(&blob_key(&d)),
                 "[{}] gc deleted {d} of {}",
+                store.kind,
+                img["reference"]
+            );
+        }
+        for d in linked_blobs(img) {
+            assert!(
+                keys.contains(&layer_link_key(app, &d)),
+                "[{}] gc deleted the _layers link {app}@{d} of {}",
                 store.kind,
                 img["reference"]
             );
@@ -215,10 +292,9 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
     pull_ok(&store, &format!("{app}:keep"));
     pull_ok(&store, &format!("{app}@{}", digest(&old)));
     // Nothing more to collect.
-    assert_eq!(
-        json(&store, &["gc", "--grace", "0s"])["blobs"],
-        serde_json::json!([])
-    );
+    let again = json(&store, &["gc", "--grace", "0s"]);
+    assert_eq!(again["blobs"], serde_json::json!([]));
+    assert_eq!(again["layer_links"], serde_json::json!([]));
 
     let Some(start) = registry else {
         return;
@@ -267,6 +343,174 @@ fn gc_s3s_then_registry_s3_agrees() {
     let reg = need_registry() && need_skopeo();
     if let Some(s) = TestStore::s3("s3s") {
         gc_on(s, reg.then_some(Registry::s3 as fn(&TestStore) -> Registry));
+    }
+}
+
+/// gc marks through a multi-platform index and from version and environment records.
+/// The roots are made the only ones: the index's platform manifests lose their own
+/// revision links (`rm` refuses that while a tagged index lists them; `--force` does
+/// it), and two images keep only a version or an environment record (`rm --force` of
+/// their revisions takes every registry tag on them; the records stay). gc then sweeps
+/// exactly the one image nothing reaches, with its `_layers` links.
+fn gc_marks_through_indexes_and_records_on(store: TestStore) {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = "lcroot/app";
+    let multi_file = tmp.path().join("multi.tar");
+    let (index, platforms) = multi_platform_archive(&multi_file, "multi", store.kind);
+    let multi = store.push_json(
+        &[
+            "-i",
+            multi_file.to_str().unwrap(),
+            "--all-platforms",
+            &format!("{app}:multi"),
+        ],
+        None,
+    )["images"][0]
+        .clone();
+    assert_eq!(multi["manifest_digest"], index.as_str(), "{multi:#}");
+    // The index's image record (platforms "linux/amd64,linux/arm64") is well-formed.
+    assert_clean(&store, &[]);
+    let rel = push(
+        &store,
+        &archive(tmp.path(), "rel", &[(110, 8192)]),
+        &format!("{app}:rel"),
+    );
+    store.ok(&["-q", "tag", &format!("{app}:rel"), "v1.0.0"], None);
+    let live = push(
+        &store,
+        &archive(tmp.path(), "live", &[(111, 8192)]),
+        &format!("{app}:live"),
+    );
+    store.ok(&["-q", "promote", &format!("{app}:live"), "staging"], None);
+    let drop = push(
+        &store,
+        &archive(tmp.path(), "drop", &[(112, 8192)]),
+        &format!("{app}:drop"),
+    );
+    remove_image(&store, app, "drop", &drop);
+
+    // A platform manifest of a tagged index is in use.
+    for p in &platforms {
+        let r = format!("{app}@{}", p.manifest_digest);
+        let err = store.fails(&["rm", &r], None);
+        assert!(
+            err.contains("still in use") && err.contains(&format!("index {index}")),
+            "[{}] {err}",
+            store.kind
+        );
+        store.ok(&["-q", "rm", "--force", &r], None);
+    }
+    for img in [&rel, &live] {
+        store.ok(
+            &["-q", "rm", "--force", &format!("{app}@{}", digest(img))],
+            None,
+        );
+    }
+    let keys = keyset(&store);
+    let names = |d: &str| {
+        keys.iter()
+            .filter(|k| k.contains("/_manifests/") && k.contains(hex(d)))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for d in platforms
+        .iter()
+        .map(|p| p.manifest_digest.clone())
+        .chain([digest(&rel), digest(&live)])
+    {
+        assert_eq!(names(&d), Vec::<String>::new(), "[{}] {d}", store.kind);
+    }
+    let tags = stdout(&store.ok(&["tags", app], None));
+    assert_eq!(tags.trim(), "multi", "[{}]", store.kind);
+
+    let swept = json(&store, &["gc", "--grace", "0s"]);
+    let drop_blobs: BTreeSet<String> = pushed_blobs(&drop).into_iter().collect();
+    assert_eq!(
+        strings(&swept["blobs"]),
+        drop_blobs,
+        "[{}] {swept:#}",
+        store.kind
+    );
+    let drop_links: BTreeSet<String> = linked_blobs(&drop)
+        .into_iter()
+        .map(|d| format!("{app}@{d}"))
+        .collect();
+    assert_eq!(
+        strings(&swept["layer_links"]),
+        drop_links,
+        "[{}] {swept:#}",
+        store.kind
+    );
+    let keys = keyset(&store);
+    let mut kept: Vec<String> = vec![index.clone()];
+    for p in &platforms {
+        kept.push(p.manifest_digest.clone());
+        kept.push(p.config_digest.clone());
+        assert!(
+            keys.contains(&layer_link_key(app, &p.config_digest)),
+            "[{}] _layers link of the {} config swept",
+            store.kind,
+            p.arch
+        );
+    }
+    for img in [&rel, &live] {
+        kept.extend(pushed_blobs(img));
+        for d in linked_blobs(img) {
+            assert!(
+                keys.contains(&layer_link_key(app, &d)),
+                "[{}] _layers link {d} of {} swept",
+                store.kind,
+                img["reference"]
+            );
+        }
+    }
+    for d in &kept {
+        assert!(keys.contains(&blob_key(d)), "[{}] gc swept {d}", store.kind);
+    }
+    // Why rm refuses without --force: a platform without its revision link is not
+    // served (by s3dock, as by the registry), though gc keeps its blobs.
+    let err = store.fails(
+        &[
+            "pull",
+            "-q",
+            &format!("{app}:multi"),
+            "--platform",
+            "linux/arm64",
+            "-o",
+            tmp.path().join("arm64.tar").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        err.contains(&platforms[1].manifest_digest),
+        "[{}] {err}",
+        store.kind
+    );
+    // What verify reports is what the forced removals left, and nothing is missing.
+    let (_, v) = verify(&store, &["--deep"]);
+    for p in v["problems"].as_array().unwrap() {
+        assert!(
+            p["kind"] == "dangling-revision" || p["kind"] == "dangling-record",
+            "[{}] {v:#}",
+            store.kind
+        );
+    }
+}
+
+#[test]
+fn gc_marks_through_indexes_and_records_dir() {
+    if need_busybox() {
+        gc_marks_through_indexes_and_records_on(TestStore::local());
+    }
+}
+
+#[test]
+fn gc_marks_through_indexes_and_records_moto() {
+    if !need_busybox() {
+        return;
+    }
+    if let Some(s) = TestStore::s3("moto") {
+        gc_marks_through_indexes_and_records_on(s);
     }
 }
 
@@ -642,8 +886,11 @@ fn rm_untags_and_guards_revisions() {
 
 /// 20 rounds on moto: each round first makes the shared base layer unreferenced (the
 /// previous image is removed), then pushes an image reusing it through the dedup index
-/// while `gc --grace 0s` runs. Whatever the interleaving, the push succeeds and its tag
-/// has every blob.
+/// while `gc --grace 0s` runs, gc or the push starting first by a varying delay.
+/// Whatever the interleaving, the push succeeds and its tag has every blob; gc sweeps
+/// only the previous image's blobs. And the protocol is exercised both ways: some
+/// rounds gc backs off from a running push, and in some gc sweeps while a push waits
+/// for it (the push says so with `-v`), so gc's passing is not just its backing off.
 #[test]
 fn push_while_gc_20_rounds_moto() {
     let Some(store) = TestStore::s3("moto") else {
@@ -656,23 +903,34 @@ fn push_while_gc_20_rounds_moto() {
         .map(|i| archive(tmp.path(), &format!("r{i}"), &[base, (100 + i, 16 * 1024)]))
         .collect();
     let mut prev = push(&store, &files[0], &format!("{app}:r0"));
-    let (mut swept_rounds, mut busy_rounds) = (0, 0);
+    let (mut swept_rounds, mut busy_rounds, mut swept_under_push) = (0, 0, 0);
+    // Every blob of a removed image (a round where gc backs off leaves them for later).
+    let mut removed = BTreeSet::new();
     for (i, file) in files.iter().enumerate().skip(1) {
         remove_image(&store, app, &format!("r{}", i - 1), &prev);
+        removed.extend(pushed_blobs(&prev));
         let r = format!("{app}:r{i}");
+        let delay = std::time::Duration::from_millis([0, 40, 100, 200, 350][i % 5]);
+        let push_first = i % 4 == 3;
         let (gc_out, pushed) = std::thread::scope(|s| {
-            let gc = s.spawn(|| store.run(&["--json", "gc", "--grace", "0s"], None));
-            // Vary who starts first.
-            if i % 2 == 0 {
-                std::thread::yield_now();
-            }
-            let p = s.spawn(|| {
+            let gc = || store.run(&["--json", "gc", "--grace", "0s"], None);
+            let push = || {
                 store.run(
-                    &["push", "--json", "-q", "-i", file.to_str().unwrap(), &r],
+                    &["push", "--json", "-v", "-i", file.to_str().unwrap(), &r],
                     None,
                 )
-            });
-            (gc.join().unwrap(), p.join().unwrap())
+            };
+            if push_first {
+                let p = s.spawn(push);
+                std::thread::sleep(delay);
+                let g = s.spawn(gc);
+                (g.join().unwrap(), p.join().unwrap())
+            } else {
+                let g = s.spawn(gc);
+                std::thread::sleep(delay);
+                let p = s.spawn(push);
+                (g.join().unwrap(), p.join().unwrap())
+            }
         });
         assert!(
             pushed.status.success(),
@@ -685,16 +943,34 @@ fn push_while_gc_20_rounds_moto() {
             stderr(&gc_out)
         );
         let g: Value = serde_json::from_slice(&gc_out.stdout).unwrap();
+        let swept = strings(&g["blobs"]);
+        let waited = stderr(&pushed).contains("gc is sweeping the store; waiting");
         if g["pushes_in_progress"].as_u64().unwrap() > 0 {
             busy_rounds += 1;
-        } else if !g["blobs"].as_array().unwrap().is_empty() {
+            assert!(swept.is_empty(), "round {i}: swept while busy: {g:#}");
+        } else if !swept.is_empty() {
             swept_rounds += 1;
+            swept_under_push += usize::from(waited);
         }
+        // Only what removed images used (their own blobs and the base layer, which
+        // nothing references until the new tag is written).
+        assert!(
+            swept.is_subset(&removed),
+            "round {i}: gc swept more than the removed image: {g:#}"
+        );
         prev = serde_json::from_slice::<Value>(&pushed.stdout).unwrap()["images"][0].clone();
         assert_clean(&store, &[&r]);
         pull_ok(&store, &r);
     }
-    eprintln!("push-while-gc: {swept_rounds} rounds swept, {busy_rounds} saw a push in progress");
+    eprintln!(
+        "push-while-gc: {swept_rounds} rounds swept ({swept_under_push} while a push waited), \
+         {busy_rounds} saw a push in progress"
+    );
+    assert!(
+        swept_under_push > 0 && busy_rounds > 0,
+        "the race was not exercised both ways: {swept_rounds} rounds swept \
+         ({swept_under_push} while a push waited), {busy_rounds} backed off"
+    );
     json(&store, &["gc", "--grace", "0s"]);
     assert_clean(&store, &["--deep"]);
     assert!(

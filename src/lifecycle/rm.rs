@@ -2,6 +2,7 @@
 //! digest. A revision is refused while a tag, version or environment points at it,
 //! unless forced. Blobs stay until `gc`. Each removal is an audit event.
 
+use super::graph::refs_of;
 use crate::model::digest::Digest;
 use crate::model::reference::Reference;
 use crate::model::text::excerpt;
@@ -35,11 +36,17 @@ pub struct Pointers {
     pub tags: Vec<String>,
     pub versions: Vec<String>,
     pub envs: Vec<String>,
+    /// Multi-platform indexes (`sha256:...`) that list it, named by a tag, version or
+    /// environment: without its revision link the registry cannot serve them.
+    pub indexes: Vec<String>,
 }
 
 impl Pointers {
     pub fn is_empty(&self) -> bool {
-        self.tags.is_empty() && self.versions.is_empty() && self.envs.is_empty()
+        self.tags.is_empty()
+            && self.versions.is_empty()
+            && self.envs.is_empty()
+            && self.indexes.is_empty()
     }
 
     fn describe(&self) -> String {
@@ -48,6 +55,7 @@ impl Pointers {
             ("tag", &self.tags),
             ("version", &self.versions),
             ("environment", &self.envs),
+            ("index", &self.indexes),
         ] {
             if !names.is_empty() {
                 parts.push(format!("{what} {}", names.join(", ")));
@@ -57,24 +65,37 @@ impl Pointers {
     }
 }
 
-/// Every tag, version and environment of `app` that names `d`.
+/// Every tag, version and environment of `app` that names `d`, and every index they
+/// name that lists `d` as one of its platforms' manifests.
 pub async fn pointers(store: &Registry, app: &str, d: &Digest) -> Result<Pointers> {
     let mut p = Pointers::default();
+    // What the tags, versions and environments name besides `d`: indexes among them
+    // may list `d`.
+    let mut others = std::collections::BTreeSet::new();
     for tag in store.tags(app).await? {
         // A malformed tag link is reported by verify; it names nothing here.
-        if store.tag_target(app, &tag).await.ok().flatten() == Some(*d) {
-            p.tags.push(tag);
+        match store.tag_target(app, &tag).await.ok().flatten() {
+            Some(t) if t == *d => p.tags.push(tag),
+            Some(t) => {
+                others.insert(t);
+            }
+            None => {}
         }
     }
     for v in access::record_names(store, Kind::Version, app).await?.0 {
         if let Ok(Some((r, _))) = access::get_record::<VersionRecord>(store, app, &v).await {
             if r.digest == *d {
                 p.versions.push(v);
+            } else {
+                others.insert(r.digest);
             }
         }
     }
     for e in access::record_names(store, Kind::Env, app).await?.0 {
         if let Ok(Some((r, _))) = access::get_record::<EnvRecord>(store, app, &e).await {
+            if r.digest != *d {
+                others.insert(r.digest);
+            }
             let via_version = match r.target.kind {
                 crate::release::records::TargetKind::Version => {
                     access::get_record::<VersionRecord>(store, app, &r.target.name)
@@ -87,6 +108,20 @@ pub async fn pointers(store: &Registry, app: &str, d: &Digest) -> Result<Pointer
             };
             if r.digest == *d || via_version {
                 p.envs.push(e);
+            }
+        }
+    }
+    for o in others {
+        // Only stored, parseable indexes can list `d`; anything else lists nothing.
+        if store.blob_size(&o).await?.is_none() {
+            continue;
+        }
+        let Ok(bytes) = store.get_small_blob(&o).await else {
+            continue;
+        };
+        if let Ok(refs) = refs_of(&o, &bytes) {
+            if refs.children.iter().any(|(c, _)| c == d) {
+                p.indexes.push(o.to_string());
             }
         }
     }

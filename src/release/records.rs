@@ -166,11 +166,15 @@ pub(crate) fn is_text(s: &str) -> bool {
     s.len() <= 512
 }
 
-/// `os/arch[/variant]`.
+/// `os/arch[/variant]`, or for a multi-platform index (`push --all-platforms`) its
+/// platforms joined by commas, as the push records them.
 fn is_platform(s: &str) -> bool {
-    (3..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
+    s.len() <= 1024
+        && s.split(',').all(|p| {
+            (3..=64).contains(&p.len())
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
+        })
 }
 
 pub(crate) fn check_git(g: &GitInfo) -> Result<(), String> {

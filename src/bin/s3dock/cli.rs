@@ -198,8 +198,10 @@ pub enum Command {
     #[command(after_help = DEPLOY_EXAMPLES)]
     Deploy(DeployArgs),
     /// Point an environment back at its previous generation and serve that on this host
+    #[command(after_help = ROLLBACK_EXAMPLES)]
     Rollback(DeployArgs),
     /// Watch an environment and deploy it on this host whenever it moves (SIGTERM stops it)
+    #[command(after_help = AGENT_EXAMPLES)]
     Agent(AgentArgs),
     /// Show what this host serves for an environment: colour, digest, since when, last deploy
     Status(StatusArgs),
@@ -243,6 +245,14 @@ const DEPLOY_EXAMPLES: &str = "Examples:
   s3dock deploy --blue-green myapp production --port 80 --container-port 8080 --health /health
   s3dock deploy myapp staging --switch hook --hook 'haproxy-set-backend $S3DOCK_ADDR' -- -e MODE=staging
   s3dock agent myapp production --interval 30s --container-port 8080 --health /health";
+
+const ROLLBACK_EXAMPLES: &str = "Examples:
+  s3dock rollback myapp production --port 80 --container-port 8080 --health /health
+  s3dock rollback myapp staging --switch hook --hook 'haproxy-set-backend $S3DOCK_ADDR' --json";
+
+const AGENT_EXAMPLES: &str = "Examples:
+  s3dock agent myapp production --interval 30s --port 80 --container-port 8080 --health /health
+  s3dock agent myapp staging --engine podman --cache /var/cache/s3dock --switch hook --hook ./switch.sh";
 
 const PROMOTE_EXAMPLES: &str = "Examples:
   s3dock promote myapp:20250721-2118-1a2b3c4 staging
