@@ -492,6 +492,14 @@ class Bench:
         self.add("floor.unzstd.blobs", "floor", "zstd -T1 -dc of the stored zstd layer blobs",
                  lambda i: f"{{T}} zstd -q -T1 -dc {dblobs('zstd', i)} | wc -c", dbytes("zstd"), "stored blobs",
                  tool="zstd", out_size=True)
+        # The same into a file made durable: what a decompressing pull -o FILE cannot avoid either.
+        ff = os.path.join(self.out_dir, "floor-plain.tar")
+        drop_ff = lambda i: os.path.exists(ff) and os.remove(ff)
+        for c, tool, dec in (("gzip", "pigz", "pigz -p1 -dc"), ("zstd", "zstd", "zstd -q -T1 -dc")):
+            self.add(f"floor.{'gunzip' if c == 'gzip' else 'unzstd'}.file", "floor",
+                     f"{dec} of the stored {c} layer blobs > FILE, then sync FILE (one thread)",
+                     lambda i, c=c, dec=dec: f"{{T}} sh -c {q(f'{dec} {dblobs(c, i)} > {q(ff)} && sync {q(ff)}')}",
+                     dbytes(c), "stored blobs", tool=tool, setup=drop_ff, after=drop_ff)
 
         if self.a.no_baselines:
             self.round_end.append(self.end_round)
@@ -901,16 +909,22 @@ class Bench:
                         f = sha * basis(n)
                         t(f"cpu.warm.{store}.{comp}", f"warm re-push ({comp}) → {store}: s3dock user+sys / sha256 of the archive",
                           cpu(n) / f, 1.15, "<=", primary=comp == "gzip", note=f"{cpu(n):.2f} vs {f:.2f} CPU-s")
-            for n, floor, prim in (("pull.s3.gzip.devnull", "floor.gunzip.blobs", True),
-                                   ("pull.s3.gzip.decompress.devnull", "floor.gunzip.blobs", True),
-                                   ("pull.s3.zstd.devnull", "floor.unzstd.blobs", True),
-                                   ("pull.s3.zstd.decompress.devnull", "floor.unzstd.blobs", True),
-                                   ("pull.dir.gzip.devnull", "floor.gunzip.blobs", False)):
-                plain = extra(floor, "bytes_out")
+            # --decompress to a pipe spools each plain layer (its tar header needs the size
+            # first): reported, but the target is the -o FILE form, which streams it in.
+            for n, floor, prim, plain_from in (
+                    ("pull.s3.gzip.devnull", "floor.gunzip.blobs", True, None),
+                    ("pull.s3.gzip.decompress.file", "floor.gunzip.file", True, "floor.gunzip.blobs"),
+                    ("pull.s3.gzip.decompress.devnull", "floor.gunzip.blobs", False, None),
+                    ("pull.s3.zstd.devnull", "floor.unzstd.blobs", True, None),
+                    ("pull.s3.zstd.decompress.file", "floor.unzstd.file", True, "floor.unzstd.blobs"),
+                    ("pull.s3.zstd.decompress.devnull", "floor.unzstd.blobs", False, None),
+                    ("pull.dir.gzip.devnull", "floor.gunzip.blobs", False, None)):
+                plain = extra(plain_from or floor, "bytes_out")
                 if cpu(n) is None or cpu(floor) is None or not plain:
                     continue
                 f = cpu(floor) + sha * (basis(floor) + plain)
-                t(f"cpu.{n}", f"verified {n}: s3dock user+sys / floor (one-thread decompress + sha256 of blobs and plain layers)",
+                into = " into a synced file" if plain_from else ""
+                t(f"cpu.{n}", f"verified {n}: s3dock user+sys / floor (one-thread decompress{into} + sha256 of blobs and plain layers)",
                   cpu(n) / f, 1.10, "<=", primary=prim, note=f"{cpu(n):.1f} vs {f:.1f} CPU-s")
         for comp in ("gzip", "zstd"):
             one, two = f"push.dir.{comp}.core0", f"push.dir.{comp}.cold"
