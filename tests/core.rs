@@ -242,14 +242,16 @@ fn zstd_layers_round_trip_and_decompress_on_pull() {
 
 /// `pull --decompress -o FILE` streams each plain layer straight into the file and
 /// fixes its tar header afterwards; to a pipe it goes through a spool. Both must give
-/// the same bytes, for layers of many sizes (an empty file, a block, several MiB).
+/// the same bytes, for layers of many sizes (an empty file, a block, many parts): a
+/// layer of many 5 MiB parts fills every buffer between the download and the writer
+/// while the next layer waits for its turn.
 #[test]
 fn decompressed_pull_to_a_file_equals_the_spooled_pull() {
     let store = TestStore::local();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.tar");
     // Layer tar sizes (a multiple of 512, at least 1536: one file and the end blocks).
-    let sizes = [1536u64, 2048, 3 << 20, 1536, 9 << 20, 4096];
+    let sizes = [1536u64, 48 << 20, 2048, 3 << 20, 1536, 9 << 20, 4096];
     let layers: Vec<GenLayer> = sizes
         .iter()
         .enumerate()
@@ -258,13 +260,16 @@ fn decompressed_pull_to_a_file_equals_the_spooled_pull() {
             seed: i as u64 + 40,
         })
         .collect();
-    for c in ["gzip", "zstd"] {
+    for c in ["none", "gzip", "zstd"] {
         let r = format!("fx/plain:{c}");
         generate_archive_file(&input, &layers, &r);
         store.push_json(&["--compression", c, &r], Some(&input));
-        let piped = store.pull(&[&r, "--decompress"]);
+        let pull = ["--part-size", "5MiB", &r, "--decompress"];
+        let piped = store.pull(&pull);
         let file = tmp.path().join(format!("{c}.tar"));
-        store.pull(&[&r, "--decompress", "-o", file.to_str().unwrap()]);
+        let mut to_file = pull.to_vec();
+        to_file.extend(["-o", file.to_str().unwrap()]);
+        store.pull(&to_file);
         let written = std::fs::read(&file).unwrap();
         assert!(written == piped, "{c}: -o FILE and stdout archives differ");
         let sum = summarize_archive(&written);

@@ -151,12 +151,14 @@ impl World {
                 &images,
                 &tag,
                 &format!(
-                    "FROM scratch\nCOPY rootfs/ /\nCOPY www/ /www/\nEXPOSE {CONTAINER_PORT}\n\
+                    "FROM scratch\nLABEL s3dock.test.app={app}\nCOPY rootfs/ /\nCOPY www/ /www/\nEXPOSE {CONTAINER_PORT}\n\
                      CMD [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; echo ${{GREETING:-unset}} > /www/greeting; /bin/busybox httpd -f -p {CONTAINER_PORT} -h /www & wait\"]\n"
                 ),
             );
             docker_save_push(&store, &[&tag], &[&tag]);
-            // Gone from the engine: deploy must load it from the store.
+            // Gone from the engine: deploy must load it from the store. (The label makes
+            // each test's image its own: with equal IDs, one test's rmi could delete the
+            // image another test's build had made but not yet tagged.)
             docker_rmi(&tag);
         }
         let nginx = Proxy::start(&app);

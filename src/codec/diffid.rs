@@ -107,6 +107,12 @@ impl DiffIdHasher {
         }
     }
 
+    /// No more input: the threads finish on their own, without waiting for `finish`
+    /// (a streamed output must end before the next layer's may begin).
+    pub fn close(&mut self) {
+        self.tx.take();
+    }
+
     /// Passes compressed bytes on. A decoder that stopped early reports why in `finish`.
     pub fn feed(&self, data: bytes::Bytes) {
         let _ = self.tx.as_ref().expect("not finished").send(data);

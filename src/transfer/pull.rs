@@ -542,6 +542,9 @@ impl Receiving {
     /// Every byte is in; the checks finish on their threads.
     fn done(mut self) -> Received {
         self.tx.take();
+        if let Some(d) = &mut self.diff {
+            d.close();
+        }
         Received {
             blob: self.blob,
             diff: self.diff,
