@@ -69,6 +69,18 @@ fn index_key(layer: &Value) -> String {
     )
 }
 
+/// Every `_layers` link of `img` in `app` is still in `keys` (the store after a gc).
+fn assert_links_kept(store: &TestStore, keys: &BTreeSet<String>, app: &str, img: &Value) {
+    for d in linked_blobs(img) {
+        assert!(
+            keys.contains(&layer_link_key(app, &d)),
+            "[{}] gc deleted the _layers link {app}@{d} of {}",
+            store.kind,
+            img["reference"]
+        );
+    }
+}
+
 fn keyset(store: &TestStore) -> BTreeSet<String> {
     store.keys().into_iter().collect()
 }
@@ -267,14 +279,7 @@ fn gc_on(store: TestStore, registry: Option<fn(&TestStore) -> Registry>) {
                 img["reference"]
             );
         }
-        for d in linked_blobs(img) {
-            assert!(
-                keys.contains(&layer_link_key(app, &d)),
-                "[{}] gc deleted the _layers link {app}@{d} of {}",
-                store.kind,
-                img["reference"]
-            );
-        }
+        assert_links_kept(&store, &keys, app, img);
         for l in img["layers"].as_array().unwrap() {
             assert!(
                 keys.contains(&index_key(l)),
@@ -455,14 +460,7 @@ fn gc_marks_through_indexes_and_records_on(store: TestStore) {
     }
     for img in [&rel, &live] {
         kept.extend(pushed_blobs(img));
-        for d in linked_blobs(img) {
-            assert!(
-                keys.contains(&layer_link_key(app, &d)),
-                "[{}] _layers link {d} of {} swept",
-                store.kind,
-                img["reference"]
-            );
-        }
+        assert_links_kept(&store, &keys, app, img);
     }
     for d in &kept {
         assert!(keys.contains(&blob_key(d)), "[{}] gc swept {d}", store.kind);

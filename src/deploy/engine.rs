@@ -58,6 +58,17 @@ struct InspectedConfig {
     labels: Option<HashMap<String, String>>,
 }
 
+impl From<Inspected> for Container {
+    fn from(i: Inspected) -> Self {
+        Container {
+            name: i.name.trim_start_matches('/').to_string(),
+            running: i.state.running,
+            labels: i.config.labels.unwrap_or_default(),
+            started_at: i.state.started_at,
+        }
+    }
+}
+
 /// What `run` starts.
 pub struct RunSpec<'a> {
     pub name: &'a str,
@@ -123,12 +134,7 @@ impl Engine {
         let mut v: Vec<Inspected> = serde_json::from_slice(&out.stdout)
             .with_context(|| format!("unexpected {} inspect output", self.bin))?;
         let Some(i) = v.pop() else { return Ok(None) };
-        Ok(Some(Container {
-            name: i.name.trim_start_matches('/').to_string(),
-            running: i.state.running,
-            labels: i.config.labels.unwrap_or_default(),
-            started_at: i.state.started_at,
-        }))
+        Ok(Some(i.into()))
     }
 
     /// The containers named, in one engine call (the deploy path is timed: a rollback
@@ -152,15 +158,7 @@ impl Engine {
                 .all(|l| l.contains("no such") || l.contains("not found"));
         let parsed = serde_json::from_slice::<Vec<Inspected>>(&out.stdout);
         match parsed {
-            Ok(v) if only_missing => Ok(v
-                .into_iter()
-                .map(|i| Container {
-                    name: i.name.trim_start_matches('/').to_string(),
-                    running: i.state.running,
-                    labels: i.config.labels.unwrap_or_default(),
-                    started_at: i.state.started_at,
-                })
-                .collect()),
+            Ok(v) if only_missing => Ok(v.into_iter().map(Container::from).collect()),
             // Anything unexpected: one at a time, with the precise errors.
             _ => {
                 let mut v = Vec::new();

@@ -127,12 +127,7 @@ pub async fn deploy(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<Outcom
 /// rollback reads it); it names this host and how long the store-side move took. The
 /// host's own switch is the `deploy` event that `converge` writes, with its duration.
 pub async fn rollback(ctx: &Ctx, o: &Options, notify: Notify<'_>) -> Result<(RolledBack, Outcome)> {
-    let start = Instant::now();
-    let pending = env::rollback_pointer(ctx, &o.app, &o.env).await?;
-    let secs = start.elapsed().as_secs_f64();
-    let rb = pending
-        .record(&ctx.store, Some(audit::hostname()), Some(secs))
-        .await?;
+    let rb = env::rollback(ctx, &o.app, &o.env, Some(audit::hostname())).await?;
     let r = env::resolve_env(&ctx.store, &o.app, &o.env).await?;
     let out = converge(ctx, o, &r.image_tag, r.digest, "rolled-back", notify)
         .await

@@ -336,52 +336,12 @@ pub struct RolledBack {
     pub event: String,
 }
 
-/// A rollback whose pointer has moved and whose audit event is still to be written
-/// ([`PendingRollback::record`]): a host rollback writes it once it knows how long
-/// the host took to serve the earlier image.
-#[derive(Debug, Clone)]
-pub struct PendingRollback {
-    pub now: EnvRecord,
-    pub from: EnvRecord,
-    event: Event,
-}
-
-impl PendingRollback {
-    /// Writes the `rollback` event, naming the host that served it and how long that
-    /// took (both None for a pointer-only rollback).
-    pub async fn record(
-        mut self,
-        store: &Registry,
-        host: Option<String>,
-        duration_secs: Option<f64>,
-    ) -> Result<RolledBack> {
-        if let What::Rollback { target, .. } = &mut self.event.what {
-            target.host = host;
-            target.duration_secs = duration_secs;
-        }
-        self.event.time = audit::rfc3339(audit::now());
-        let event = audit::record(store, &self.event).await?;
-        Ok(RolledBack {
-            now: self.now,
-            from: self.from,
-            event,
-        })
-    }
-}
-
-/// [`rollback_pointer`] with its event written right away.
-pub async fn rollback(ctx: &Ctx, app: &str, env: &str) -> Result<RolledBack> {
-    rollback_pointer(ctx, app, env)
-        .await?
-        .record(&ctx.store, None, None)
-        .await
-}
-
 /// Moves `env` of `app` back to what it pointed at before its current generation, as
-/// a new generation (so generations stay in order); the `rollback` event is written
-/// by [`PendingRollback::record`]. The earlier target comes from the audit event that
-/// wrote the current generation.
-pub async fn rollback_pointer(ctx: &Ctx, app: &str, env: &str) -> Result<PendingRollback> {
+/// a new generation (so generations stay in order) with a `rollback` event that names
+/// `host` (the host rolling back, if any) and how long the move took. The earlier
+/// target comes from the audit event that wrote the current generation.
+pub async fn rollback(ctx: &Ctx, app: &str, env: &str, host: Option<String>) -> Result<RolledBack> {
+    let start = std::time::Instant::now();
     let store = &ctx.store;
     let app = &app_name(app)?;
     check_env_name(env)?;
@@ -435,8 +395,8 @@ pub async fn rollback_pointer(ctx: &Ctx, app: &str, env: &str) -> Result<Pending
             image_tag: new.image_tag.clone(),
             digest: new.digest,
             generation: new.generation,
-            host: None,
-            duration_secs: None,
+            host,
+            duration_secs: Some(start.elapsed().as_secs_f64()),
         },
         previous: Some(Box::new(cur.clone())),
     };
@@ -446,10 +406,11 @@ pub async fn rollback_pointer(ctx: &Ctx, app: &str, env: &str) -> Result<Pending
         what,
         commit_of(store, app, &new.image_tag).await,
     );
+    let event = audit::record(store, &ev).await?;
     materialise_env(store, app, env).await?;
-    Ok(PendingRollback {
+    Ok(RolledBack {
         now: new,
         from: cur,
-        event: ev,
+        event,
     })
 }
