@@ -100,10 +100,12 @@ class LinkNet:
         s3s = shutil.which("s3s-fs") or os.path.expanduser("~/.cargo/bin/s3s-fs")
         env = dict(os.environ)
         env.pop("AWS_CA_BUNDLE", None)
+        # the same TCP_NODELAY shim as the loopback s3s-fs (scripts/nodelay.c)
+        s3s_env = dict(env, LD_PRELOAD=os.environ["S3DOCK_NODELAY_SO"])
         self.procs.append(subprocess.Popen(
             ["ip", "netns", "exec", self.NS, s3s, "--host", self.NS_IP, "--port", "9000",
              "--access-key", os.environ["AWS_ACCESS_KEY_ID"], "--secret-key", os.environ["AWS_SECRET_ACCESS_KEY"],
-             os.path.join(d, "s3s")], stdout=open(os.path.join(d, "s3s.log"), "w"), stderr=subprocess.STDOUT, env=env))
+             os.path.join(d, "s3s")], stdout=open(os.path.join(d, "s3s.log"), "w"), stderr=subprocess.STDOUT, env=s3s_env))
         reg = shutil.which("docker-registry") or shutil.which("registry")
         cfg = os.path.join(d, "registry.yml")
         with open(cfg, "w") as f:
@@ -395,6 +397,9 @@ class Bench:
         def push(store, archive, ref, comp="gzip", endpoint=None):
             return f"cat {q(archive)} | {{T}} {s3d(store, '-q', '--json', 'push', ref, '--compression', comp, endpoint=endpoint)}"
 
+        def push_file(store, archive, ref, comp="gzip"):
+            return f"{{T}} {s3d(store, '-q', '--json', 'push', ref, '-i', archive, '--compression', comp)}"
+
         # ---- push to S3 (s3s-fs): cold, warm, second image ------------------------------
         pre = lambda c, i: f"b/s3-{c}-r{i}"  # s3s-fs fails on keys > ~150 bytes: keep prefixes short
         for comp in ("gzip", "zstd"):
@@ -403,6 +408,8 @@ class Bench:
                      setup=lambda i, c=comp: self.delete_prefix(pre(c, i) + "/"), parse_json=True)
             self.add(f"push.s3.{comp}.warm", "push", f"re-push of the same archive ({comp}; every blob already stored)",
                      lambda i, c=comp: push(self.s3url(pre(c, i)), A, "bench/big:1", c), asz, "archive", parse_json=True)
+            self.add(f"push.s3.{comp}.warm.file", "push", f"re-push with -i big.tar ({comp}; reads the file, as openssl does)",
+                     lambda i, c=comp: push_file(self.s3url(pre(c, i)), A, "bench/big:1", c), asz, "archive", parse_json=True)
         self.add("push.s3.gzip.image2", "push", "push big2.tar (shares the 1.19 GB file layer; new 256 MiB layer)",
                  lambda i: push(self.s3url(pre("gzip", i)), A2, "bench/big:2"), a2sz, "archive", parse_json=True)
         self.add("push.s3.none.cold", "push", "cat big.tar | s3dock push --compression none → s3s-fs (ingest ceiling)",
@@ -418,13 +425,18 @@ class Bench:
                      setup=lambda i, c=comp: self.rmdir(dpath(c, i)), parse_json=True)
             self.add(f"push.dir.{comp}.warm", "push", f"re-push to the local dir ({comp})",
                      lambda i, c=comp: push(dpath(c, i), A, "bench/big:1", c), asz, "archive", parse_json=True)
-        # ---- core scaling (issue 16): the same cold dir push with s3dock pinned to core 0 ----------
+            self.add(f"push.dir.{comp}.warm.file", "push", f"re-push to the local dir with -i big.tar ({comp})",
+                     lambda i, c=comp: push_file(dpath(c, i), A, "bench/big:1", c), asz, "archive", parse_json=True)
+        # ---- core scaling (issue 16): a cold dir push with -i big.tar on both cores, then pinned
+        # to core 0. -i, not cat |: a cat beside a pinned push would run free on the other core.
         for comp in ("gzip", "zstd"):
-            one = lambda c, i: os.path.join(self.store_dir, f"dir-{c}-core0-r{i}")
-            self.add(f"push.dir.{comp}.core0", "push", f"cold push {comp} → local dir, s3dock under taskset -c 0 (one core)",
-                     lambda i, c=comp: f"cat {q(A)} | {{T}} taskset -c 0 {s3d(one(c, i), '-q', '--json', 'push', 'bench/big:1', '--compression', c)}",
-                     asz, "archive", setup=lambda i, c=comp: self.rmdir(one(c, i)),
-                     after=lambda i, c=comp: self.rmdir(one(c, i)), parse_json=True)
+            for cores, pin in (("cores2", ""), ("core0", "taskset -c 0 ")):
+                d = lambda c, i, cores=cores: os.path.join(self.store_dir, f"dir-{c}-{cores}-r{i}")
+                self.add(f"push.dir.{comp}.{cores}", "push",
+                         f"cold push -i big.tar {comp} → local dir, " + ("s3dock under taskset -c 0 (one core)" if pin else "both cores"),
+                         lambda i, c=comp, d=d, pin=pin: f"{{T}} {pin}{s3d(d(c, i), '-q', '--json', 'push', 'bench/big:1', '-i', A, '--compression', c)}",
+                         asz, "archive", setup=lambda i, c=comp, d=d: self.rmdir(d(c, i)),
+                         after=lambda i, c=comp, d=d: self.rmdir(d(c, i)), parse_json=True)
         self.add("push.dir.gzip.image2", "push", "push big2.tar to the local dir",
                  lambda i: push(dpath("gzip", i), A2, "bench/big:2"), a2sz, "archive", parse_json=True)
 
@@ -482,6 +494,8 @@ class Bench:
         dbytes = lambda c: lambda i: sum(os.path.getsize(f) for f in self.dir_blob_files(dpath(c, i)))
         self.add("floor.openssl.archive", "floor", "openssl dgst -sha256 big.tar (sha256 CPU per byte)",
                  f"{{T}} openssl dgst -sha256 {q(A)} >/dev/null", asz, "archive", tool="openssl")
+        self.add("floor.openssl.pipe", "floor", "cat big.tar | openssl dgst -sha256 (sha256 of a piped archive, as the cat | push cases read it)",
+                 f"cat {q(A)} | {{T}} openssl dgst -sha256 >/dev/null", asz, "archive", tool="openssl")
         self.add("floor.pigz1.archive", "floor", "pigz -p1 -1 on big.tar (one thread)",
                  f"{{T}} pigz -p1 -1 -c {q(A)} | wc -c", asz, "archive", tool="pigz", out_size=True)
         self.add("floor.zstd1.archive", "floor", "zstd -T1 -3 on big.tar (one thread)",
@@ -508,6 +522,8 @@ class Bench:
         # ---- baselines: local CPU ---------------------------------------------------------
         self.add("base.openssl.archive", "baseline", "openssl dgst -sha256 big.tar",
                  f"{{T}} openssl dgst -sha256 {q(A)} >/dev/null", asz, "archive", tool="openssl")
+        self.add("floor.openssl.pipe", "floor", "cat big.tar | openssl dgst -sha256 (sha256 of a piped archive, as the cat | push cases read it)",
+                 f"cat {q(A)} | {{T}} openssl dgst -sha256 >/dev/null", asz, "archive", tool="openssl")
         self.add("base.sha256sum.archive", "baseline", "sha256sum big.tar",
                  f"{{T}} sha256sum {q(A)} >/dev/null", asz, "archive", tool="sha256sum")
         self.add("base.pigz.layer", "baseline", f"pigz -p{N} -1 on the file layer",
@@ -902,13 +918,17 @@ class Bench:
                     f = cpu(floor) + sha * (basis(n) + up)
                     t(f"cpu.push.{store}.{comp}", f"cold push {comp} → {store}: s3dock user+sys / floor ({floor} CPU + sha256 of input and output)",
                       cpu(n) / f, 1.10, "<=", note=f"{cpu(n):.1f} vs {f:.1f} CPU-s; {busy_note(n)}")
+            # Like for like: -i FILE against openssl reading the file, and the cat | push form
+            # against openssl reading the same pipe (a pipe costs the reader kernel copies).
             for store in ("s3", "dir"):
                 for comp in ("gzip", "zstd"):
-                    n = f"push.{store}.{comp}.warm"
-                    if cpu(n) is not None:
-                        f = sha * basis(n)
-                        t(f"cpu.warm.{store}.{comp}", f"warm re-push ({comp}) → {store}: s3dock user+sys / sha256 of the archive",
-                          cpu(n) / f, 1.15, "<=", primary=comp == "gzip", note=f"{cpu(n):.2f} vs {f:.2f} CPU-s")
+                    for n, floor, how in ((f"push.{store}.{comp}.warm.file", "floor.openssl.archive", "-i FILE"),
+                                          (f"push.{store}.{comp}.warm", "floor.openssl.pipe", "cat | push")):
+                        if cpu(n) is not None and cpu(floor):
+                            f = cpu(floor) * basis(n) / basis(floor)
+                            t(f"cpu.warm.{store}.{comp}" + (".file" if how == "-i FILE" else ""),
+                              f"warm re-push ({comp}, {how}) → {store}: s3dock user+sys / {floor} (sha256 of the archive)",
+                              cpu(n) / f, 1.15, "<=", primary=comp == "gzip", note=f"{cpu(n):.2f} vs {f:.2f} CPU-s")
             # --decompress to a pipe spools each plain layer (its tar header needs the size
             # first): reported, but the target is the -o FILE form, which streams it in.
             for n, floor, prim, plain_from in (
@@ -927,9 +947,9 @@ class Bench:
                 t(f"cpu.{n}", f"verified {n}: s3dock user+sys / floor (one-thread decompress{into} + sha256 of blobs and plain layers)",
                   cpu(n) / f, 1.10, "<=", primary=prim, note=f"{cpu(n):.1f} vs {f:.1f} CPU-s")
         for comp in ("gzip", "zstd"):
-            one, two = f"push.dir.{comp}.core0", f"push.dir.{comp}.cold"
+            one, two = f"push.dir.{comp}.core0", f"push.dir.{comp}.cores2"
             if med(one) and med(two):
-                t(f"scaling.{comp}", f"core scaling, cold push {comp} → dir: wall with taskset -c 0 / wall on both cores",
+                t(f"scaling.{comp}", f"core scaling, cold push -i big.tar {comp} → dir: wall with taskset -c 0 / wall on both cores",
                   med(one) / med(two), 1.8, ">=", note=f"{med(one):.1f} s vs {med(two):.1f} s; {busy_note(one, two)}")
         # Garage: does the server-side move dominate the 6 GiB push?
         if med("scale.copy.garage") and med("scale.push.garage.gzip"):

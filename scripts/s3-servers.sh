@@ -230,8 +230,12 @@ do_start() {
 
   do_stop # restart cleanly if already started
   mkdir -p "$DATA_DIR" "$LOG_DIR"
+  # s3s-fs without Nagle, like a production server (why: scripts/nodelay.c)
+  NODELAY_SO="$TEST_DIR/nodelay.so"
+  gcc -shared -fPIC -O2 -o "$NODELAY_SO" "$(dirname "${BASH_SOURCE[0]}")/nodelay.c" -ldl \
+    || die "could not build $NODELAY_SO (gcc missing? run scripts/setup.sh)"
 
-  start_server s3s "$s3s_bin" "$s3s_bin" --host 127.0.0.1 --port @PORT@ \
+  start_server s3s "$s3s_bin" env LD_PRELOAD="$NODELAY_SO" "$s3s_bin" --host 127.0.0.1 --port @PORT@ \
     --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" "$DATA_DIR" \
     || { do_stop; die "could not start s3s-fs"; }
   s3s_port=$PORT
@@ -260,6 +264,7 @@ export S3DOCK_TEST_MOTO=http://127.0.0.1:$moto_port
 $garage_line
 export S3DOCK_TEST_BUCKET=$BUCKET
 export S3DOCK_TEST_VENV=$VENV
+export S3DOCK_NODELAY_SO=$NODELAY_SO
 export AWS_ACCESS_KEY_ID=$ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$SECRET_KEY
 export AWS_REGION=$REGION

@@ -11,6 +11,11 @@ use std::io::Read;
 /// lost cross-block window cost well under 0.1 % in ratio.
 pub const GZIP_BLOCK: usize = 1 << 20;
 
+/// A layer's first bytes go in pigz's 128 KiB blocks, so a small layer (most of an app
+/// image's) still spreads over every thread; past this many bytes, blocks are GZIP_BLOCK.
+const SMALL_BLOCKS_UNTIL: u64 = 8 << 20;
+const SMALL_BLOCK: usize = 128 << 10;
+
 fn deflate_block(level: u32, data: &[u8]) -> Vec<u8> {
     let stored_len = data.len() + data.len().div_ceil(65535) * 5;
     let mut c = Compress::new(flate2::Compression::new(level), false);
@@ -81,7 +86,11 @@ pub fn gzip_parallel<R: Read>(
             Ok(())
         };
     loop {
-        let mut block = vec![0u8; GZIP_BLOCK];
+        let size = match total < SMALL_BLOCKS_UNTIL {
+            true => SMALL_BLOCK,
+            false => GZIP_BLOCK,
+        };
+        let mut block = vec![0u8; size];
         let n = read_full(&mut input, &mut block)?;
         if n == 0 {
             break;
@@ -119,7 +128,15 @@ mod tests {
 
     #[test]
     fn parallel_gzip_round_trips() {
-        for len in [0, 1, GZIP_BLOCK - 1, GZIP_BLOCK, 3 * GZIP_BLOCK + 12345] {
+        let past_small = SMALL_BLOCKS_UNTIL as usize + GZIP_BLOCK + 5;
+        for len in [
+            0,
+            1,
+            SMALL_BLOCK + 1,
+            GZIP_BLOCK,
+            3 * GZIP_BLOCK + 12345,
+            past_small,
+        ] {
             let data = sample(len);
             let mut out = Vec::new();
             let mut seen = 0usize;
