@@ -66,8 +66,13 @@ class Case:
 class LinkNet:
     """A network namespace of the bench's own with a veth pair to it, rate-limited by tbf on both
     ends (this kernel has no netem), and an s3s-fs and a registry:2 (filesystem driver) inside, so
-    every byte between the host and those servers crosses the limited link. `down()` removes
-    the namespace (and so the veth pair and both qdiscs) and stops the servers."""
+    every byte between the host and those servers crosses the limited link; with Garage installed
+    (scripts/setup.sh), a single-node Garage too, the production server whose multipart completion
+    does not copy the parts. `down()` removes the namespace (and so the veth pair and both qdiscs)
+    and stops the servers."""
+
+    GARAGE_BIN = os.path.join(os.environ.get("S3DOCK_GARAGE_ROOT", os.path.expanduser("~/.cache/s3dock/garage")),
+                              "bin", "garage")
 
     NS, HOST_IF, NS_IF = "s3dbench", "s3db-h", "s3db-n"
     HOST_IP, NS_IP = "10.231.77.1", "10.231.77.2"
@@ -118,6 +123,10 @@ class LinkNet:
         import boto3
         from botocore.config import Config
         self.s3 = boto3.client("s3", endpoint_url=self.endpoint, config=Config(s3={"addressing_style": "path"}))
+        self.garage = self.garage_s3 = None
+        if os.path.exists(self.GARAGE_BIN):
+            self.garage = self.start_garage(os.path.join(d, "garage"), env)
+            self.garage_s3 = boto3.client("s3", endpoint_url=self.garage, config=Config(s3={"addressing_style": "path"}))
         for _ in range(100):
             try:
                 self.s3.create_bucket(Bucket=self.bucket)
@@ -127,6 +136,38 @@ class LinkNet:
                 time.sleep(0.2)
         else:
             raise RuntimeError("servers in the link namespace did not start")
+
+    def start_garage(self, g, env):
+        """Garage, single node, its S3 API on the namespace's end of the link (as scripts/s3-servers.sh
+        sets it up on 127.0.0.1); returns the endpoint."""
+        import secrets
+        os.makedirs(os.path.join(g, "meta"))
+        os.makedirs(os.path.join(g, "data"))
+        conf = os.path.join(g, "garage.toml")
+        with open(conf, "w") as f:
+            f.write(f'metadata_dir = "{g}/meta"\ndata_dir = "{g}/data"\ndb_engine = "sqlite"\nreplication_factor = 1\n'
+                    f'rpc_bind_addr = "127.0.0.1:3901"\nrpc_public_addr = "127.0.0.1:3901"\nrpc_secret = "{secrets.token_hex(32)}"\n'
+                    f'[s3_api]\ns3_region = "{os.environ.get("AWS_REGION", "us-east-1")}"\napi_bind_addr = "{self.NS_IP}:3900"\n'
+                    f'root_domain = ".s3.garage.localhost"\n[admin]\napi_bind_addr = "127.0.0.1:3903"\n'
+                    f'admin_token = "{secrets.token_hex(16)}"\n')
+        self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.NS, self.GARAGE_BIN, "-c", conf, "server"],
+                                           stdout=open(os.path.join(g, "garage.log"), "w"), stderr=subprocess.STDOUT,
+                                           env=dict(env, RUST_LOG="warn")))
+        garage = lambda *a, check=True: self.nsx(self.GARAGE_BIN, "-c", conf, *a, check=check)
+        for _ in range(200):
+            r = garage("node", "id", "-q", check=False)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("Garage in the link namespace did not start")
+        key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+        garage("layout", "assign", "-z", "dc1", "-c", "10G", r.stdout.strip().split("@")[0])
+        garage("layout", "apply", "--version", "1")
+        garage("key", "import", "--yes", "-n", "bench", key, secret)
+        garage("bucket", "create", self.bucket)
+        garage("bucket", "allow", "--read", "--write", "--owner", self.bucket, "--key", key)
+        return f"http://{self.NS_IP}:3900"
 
     def rate(self, mbit):
         """tbf on both ends: pushes leave through the host's end, pulls through the namespace's."""
@@ -522,8 +563,6 @@ class Bench:
         # ---- baselines: local CPU ---------------------------------------------------------
         self.add("base.openssl.archive", "baseline", "openssl dgst -sha256 big.tar",
                  f"{{T}} openssl dgst -sha256 {q(A)} >/dev/null", asz, "archive", tool="openssl")
-        self.add("floor.openssl.pipe", "floor", "cat big.tar | openssl dgst -sha256 (sha256 of a piped archive, as the cat | push cases read it)",
-                 f"cat {q(A)} | {{T}} openssl dgst -sha256 >/dev/null", asz, "archive", tool="openssl")
         self.add("base.sha256sum.archive", "baseline", "sha256sum big.tar",
                  f"{{T}} sha256sum {q(A)} >/dev/null", asz, "archive", tool="sha256sum")
         self.add("base.pigz.layer", "baseline", f"pigz -p{N} -1 on the file layer",
@@ -726,6 +765,23 @@ class Bench:
                      lambda i, m=mbit: f"{{T}} skopeo copy -q --src-tls-verify=false docker://{self.link.registry}/bench/big-l{m}-r{i}:1 dir:{q(sk)} && du -sb {q(sk)} | cut -f1",
                      asz, "archive", setup=lambda i: self.rmdir(sk), after=lambda i: self.rmdir(sk), tool="skopeo",
                      out_size=True, rounds=runs)
+            if os.path.exists(LinkNet.GARAGE_BIN):
+                gp = lambda what, m=mbit: f"b/lg{m}-{what}"
+
+                def gclear(what, m=mbit):
+                    def f(i):
+                        self.link_at(m)
+                        self.delete_prefix(gp(what, m) + "/", self.link.garage_s3)
+                    return f
+
+                for comp in ("none", "gzip"):
+                    self.add(f"{pfx}.garage.push.{comp}", "link", f"{mbit} Mbit/s → Garage: s3dock push --compression {comp} big.tar",
+                             lambda i, c=comp, m=mbit: f"cat {q(A)} | {{T}} {s3d(self.s3url(gp(c, m)), '-q', '--json', 'push', 'bench/big:1', '--compression', c, endpoint=self.link.garage)}",
+                             asz, "archive", setup=gclear(comp), parse_json=True, rounds=runs)
+                    self.add(f"{pfx}.garage.pull.{comp}", "link", f"{mbit} Mbit/s ← Garage: s3dock pull bench/big:1 > /dev/null ({comp} layers, verified)",
+                             lambda i, c=comp, m=mbit: f"{{T}} {s3d(self.s3url(gp(c, m)), '-q', 'pull', 'bench/big:1', endpoint=self.link.garage)} > /dev/null",
+                             lambda i, c=comp, m=mbit: self.blob_bytes(gp(c, m), client=self.link.garage_s3), "stored blobs",
+                             after=gclear(comp), rounds=runs)
             if many:
                 M, msz = many["path"], many["size"]
                 self.add(f"{pfx}.many.push", "link", f"{mbit} Mbit/s: s3dock push (gzip) of many.tar, {len(many['layers'])} layers of 100 KiB-2 MiB",
@@ -967,6 +1023,16 @@ class Bench:
                     t(f"{n}", f"{mbit} Mbit/s: s3dock push --compression {what}: uploaded bytes / wall / link rate",
                       up / med(n) / rate, 0.9, ">=", primary=what in ("none", "gzip"),
                       note=f"{up / 1e6:.0f} MB in {med(n):.1f} s" + (f", zstd levels {extra(n, 'zstd_levels')}" if extra(n, "zstd_levels") else ""))
+            for what in ("none", "gzip"):
+                n = f"{p}.garage.push.{what}"
+                up = extra(n, "bytes_uploaded")
+                if med(n) and up:
+                    t(n, f"{mbit} Mbit/s → Garage: s3dock push --compression {what}: uploaded bytes / wall / link rate",
+                      up / med(n) / rate, 0.9, ">=", note=f"{up / 1e6:.0f} MB in {med(n):.1f} s")
+                n = f"{p}.garage.pull.{what}"
+                if med(n) and basis(n):
+                    t(n, f"{mbit} Mbit/s ← Garage: s3dock pull ({what} layers, verified): blob bytes / wall / link rate",
+                      basis(n) / med(n) / rate, 0.9, ">=", note=f"{basis(n) / 1e6:.0f} MB in {med(n):.1f} s")
             for n, tool in ((f"{p}.pull.gzip", "s3dock pull (verified)"), (f"{p}.awscp.down", "aws s3 cp (download)")):
                 if med(n) and basis(n):
                     t(n, f"{mbit} Mbit/s: {tool}: blob bytes / wall / link rate", basis(n) / med(n) / rate, 0.9, ">=",
