@@ -154,10 +154,14 @@ class LinkNet:
                                            stdout=open(os.path.join(g, "garage.log"), "w"), stderr=subprocess.STDOUT,
                                            env=dict(env, RUST_LOG="warn")))
         garage = lambda *a, check=True: self.nsx(self.GARAGE_BIN, "-c", conf, *a, check=check)
+        endpoint = f"http://{self.NS_IP}:3900"
+        # `node id` answers from the key file before the server takes RPCs: wait for its
+        # S3 API first, as scripts/s3-servers.sh does.
         for _ in range(200):
-            r = garage("node", "id", "-q", check=False)
-            if r.returncode == 0:
-                break
+            if subprocess.run(["curl", "-s", "-o", "/dev/null", endpoint]).returncode == 0:
+                r = garage("node", "id", "-q", check=False)
+                if r.returncode == 0:
+                    break
             time.sleep(0.1)
         else:
             raise RuntimeError("Garage in the link namespace did not start")
@@ -167,7 +171,7 @@ class LinkNet:
         garage("key", "import", "--yes", "-n", "bench", key, secret)
         garage("bucket", "create", self.bucket)
         garage("bucket", "allow", "--read", "--write", "--owner", self.bucket, "--key", key)
-        return f"http://{self.NS_IP}:3900"
+        return endpoint
 
     def rate(self, mbit):
         """tbf on both ends: pushes leave through the host's end, pulls through the namespace's."""
@@ -701,8 +705,13 @@ class Bench:
 
     def link_at(self, mbit):
         if self.link is None:
-            self.link = LinkNet(self.work, self.bucket)
-            self.link.up()
+            link = LinkNet(self.work, self.bucket)
+            try:
+                link.up()
+            except BaseException:
+                link.down()  # a half-started namespace is not reused by the next case
+                raise
+            self.link = link
         if self.link.mbit != mbit:
             self.link.rate(mbit)
 
@@ -727,15 +736,20 @@ class Bench:
         for mbit in self.a.link_rates:
             lp = lambda what, m=mbit: f"b/l{m}-{what}"
             ls3 = lambda: self.link.s3
+            # s3s-fs, or with garage=True the namespace's Garage: (endpoint, boto3 client)
+            server = lambda garage: (self.link.garage, self.link.garage_s3) if garage else (self.link.endpoint, self.link.s3)
 
-            def clear(what, m=mbit):
+            def clear(what, m=mbit, garage=False):
                 def f(i):
                     self.link_at(m)
-                    self.delete_prefix(lp(what, m) + "/", ls3())
+                    self.delete_prefix(lp(what, m) + "/", server(garage)[1])
                 return f
 
-            def lpush(archive, ref, comp, what, m=mbit):
-                return lambda i: f"cat {q(archive)} | {{T}} {s3d(self.s3url(lp(what, m)), '-q', '--json', 'push', ref, '--compression', comp, endpoint=self.link.endpoint)}"
+            def lpush(archive, ref, comp, what, m=mbit, garage=False):
+                return lambda i: f"cat {q(archive)} | {{T}} {s3d(self.s3url(lp(what, m)), '-q', '--json', 'push', ref, '--compression', comp, endpoint=server(garage)[0])}"
+
+            def lpull(ref, what, m=mbit, garage=False):
+                return lambda i: f"{{T}} {s3d(self.s3url(lp(what, m)), '-q', 'pull', ref, endpoint=server(garage)[0])} > /dev/null"
 
             pfx = f"link.{mbit}"
             self.add(f"{pfx}.push.none", "link", f"{mbit} Mbit/s: s3dock push --compression none big.tar (transfer only)",
@@ -744,7 +758,7 @@ class Bench:
             self.add(f"{pfx}.push.gzip", "link", f"{mbit} Mbit/s: s3dock push --compression gzip big.tar",
                      lpush(A, "bench/big:1", "gzip", "gzip"), asz, "archive", setup=clear("gzip"), parse_json=True, rounds=runs)
             self.add(f"{pfx}.pull.gzip", "link", f"{mbit} Mbit/s: s3dock pull bench/big:1 > /dev/null (gzip layers, verified)",
-                     lambda i, m=mbit: f"{{T}} {s3d(self.s3url(lp('gzip', m)), '-q', 'pull', 'bench/big:1', endpoint=self.link.endpoint)} > /dev/null",
+                     lpull("bench/big:1", "gzip"),
                      lambda i, m=mbit: self.blob_bytes(lp("gzip", m), client=ls3()), "stored blobs", rounds=runs)
             self.add(f"{pfx}.awscp.down", "link", f"{mbit} Mbit/s: aws s3 cp s3://…/blob - > /dev/null per gzip blob",
                      lambda i, m=mbit: "{T} bash -c " + q(" && ".join(f"{awscp()} s3://{self.bucket}/{q(k)} - >/dev/null" for k in self.blob_keys(lp("gzip", m), client=ls3()))),
@@ -766,28 +780,20 @@ class Bench:
                      asz, "archive", setup=lambda i: self.rmdir(sk), after=lambda i: self.rmdir(sk), tool="skopeo",
                      out_size=True, rounds=runs)
             if os.path.exists(LinkNet.GARAGE_BIN):
-                gp = lambda what, m=mbit: f"b/lg{m}-{what}"
-
-                def gclear(what, m=mbit):
-                    def f(i):
-                        self.link_at(m)
-                        self.delete_prefix(gp(what, m) + "/", self.link.garage_s3)
-                    return f
-
                 for comp in ("none", "gzip"):
                     self.add(f"{pfx}.garage.push.{comp}", "link", f"{mbit} Mbit/s → Garage: s3dock push --compression {comp} big.tar",
-                             lambda i, c=comp, m=mbit: f"cat {q(A)} | {{T}} {s3d(self.s3url(gp(c, m)), '-q', '--json', 'push', 'bench/big:1', '--compression', c, endpoint=self.link.garage)}",
-                             asz, "archive", setup=gclear(comp), parse_json=True, rounds=runs)
+                             lpush(A, "bench/big:1", comp, comp, garage=True), asz, "archive",
+                             setup=clear(comp, garage=True), parse_json=True, rounds=runs)
                     self.add(f"{pfx}.garage.pull.{comp}", "link", f"{mbit} Mbit/s ← Garage: s3dock pull bench/big:1 > /dev/null ({comp} layers, verified)",
-                             lambda i, c=comp, m=mbit: f"{{T}} {s3d(self.s3url(gp(c, m)), '-q', 'pull', 'bench/big:1', endpoint=self.link.garage)} > /dev/null",
-                             lambda i, c=comp, m=mbit: self.blob_bytes(gp(c, m), client=self.link.garage_s3), "stored blobs",
-                             after=gclear(comp), rounds=runs)
+                             lpull("bench/big:1", comp, garage=True),
+                             lambda i, c=comp, m=mbit: self.blob_bytes(lp(c, m), client=server(True)[1]), "stored blobs",
+                             after=clear(comp, garage=True), rounds=runs)
             if many:
                 M, msz = many["path"], many["size"]
                 self.add(f"{pfx}.many.push", "link", f"{mbit} Mbit/s: s3dock push (gzip) of many.tar, {len(many['layers'])} layers of 100 KiB-2 MiB",
                          lpush(M, "bench/many:1", "gzip", "many"), msz, "archive", setup=clear("many"), parse_json=True, rounds=runs)
                 self.add(f"{pfx}.many.pull", "link", f"{mbit} Mbit/s: s3dock pull bench/many:1 > /dev/null",
-                         lambda i, m=mbit: f"{{T}} {s3d(self.s3url(lp('many', m)), '-q', 'pull', 'bench/many:1', endpoint=self.link.endpoint)} > /dev/null",
+                         lpull("bench/many:1", "many"),
                          lambda i, m=mbit: self.blob_bytes(lp("many", m), "bench/many", client=ls3()), "stored blobs",
                          after=clear("many"), rounds=runs)
 
