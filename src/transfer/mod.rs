@@ -8,3 +8,7 @@ pub mod ingest;
 pub mod pull;
 pub mod push;
 pub mod stats;
+
+/// Small requests made per blob (HEADs, link files): this many at once, so an image of
+/// many layers does not pay one round trip per layer, one after another.
+const SMALL_REQUESTS: usize = 16;

@@ -592,7 +592,7 @@ async fn fetch_layers(
     // One HEAD per layer, several at once: many small layers do not wait on each in turn.
     let plans: Vec<Plan> = futures::stream::iter(layers)
         .map(|l| Plan::new(store, sources, l))
-        .buffered(16)
+        .buffered(super::SMALL_REQUESTS)
         .try_collect()
         .await?;
     let work: Vec<(usize, u64, usize, bool)> = plans
@@ -841,7 +841,7 @@ pub async fn pull<W: Output>(
 }
 
 /// Hands a command to the archive writer, which applies back-pressure: the runtime is
-/// told this thread may block.
+/// told this thread may block (off the runtime, on a layer's hashing thread, it just sends).
 fn send(tx: &std::sync::mpsc::SyncSender<Cmd>, cmd: Cmd) -> Result<()> {
     tokio::task::block_in_place(|| tx.send(cmd))
         .map_err(|_| anyhow!("archive writer stopped (output closed?)"))
@@ -1032,17 +1032,11 @@ struct InOrder {
 }
 
 impl InOrder {
-    fn send(&self, cmd: Cmd) -> Result<()> {
-        self.tx
-            .send(cmd)
-            .map_err(|_| anyhow!("archive writer stopped (output closed?)"))
-    }
-
     fn begin(&mut self) -> Result<()> {
         if !self.begun {
             self.turns.wait(self.i)?;
             self.begun = true;
-            self.send(Cmd::BeginUnsized(self.diff_id))?;
+            send(&self.tx, Cmd::BeginUnsized(self.diff_id))?;
         }
         Ok(())
     }
@@ -1051,12 +1045,12 @@ impl InOrder {
 impl PlainSink for InOrder {
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.begin()?;
-        self.send(Cmd::Data(Bytes::copy_from_slice(data)))
+        send(&self.tx, Cmd::Data(Bytes::copy_from_slice(data)))
     }
 
     fn end(&mut self, size: u64) -> Result<()> {
         self.begin()?;
-        self.send(Cmd::EndUnsized(size))?;
+        send(&self.tx, Cmd::EndUnsized(size))?;
         self.ended = true;
         self.turns.pass(self.i, true);
         Ok(())

@@ -517,11 +517,8 @@ fn describes(manifest: &[u8], config: &Config, layers: &[Layer]) -> bool {
         })
 }
 
-/// Small requests (HEADs, link files) a commit makes per blob: this many at once, so an
-/// image of many layers does not pay one round trip per layer, one after another.
-const SMALL_REQUESTS: usize = 16;
-
-/// Runs `f` on every item, `SMALL_REQUESTS` at a time; the first error wins.
+/// Runs `f` on every item, `SMALL_REQUESTS` at a time (a commit's HEADs and link writes);
+/// the first error wins.
 async fn each_small_request<'a, T, F, Fut>(items: &'a [T], f: F) -> Result<()>
 where
     F: Fn(&'a T) -> Fut,
@@ -529,7 +526,7 @@ where
 {
     use futures::{StreamExt, TryStreamExt};
     futures::stream::iter(items.iter().map(&f))
-        .buffer_unordered(SMALL_REQUESTS)
+        .buffer_unordered(super::SMALL_REQUESTS)
         .try_collect::<()>()
         .await
 }
