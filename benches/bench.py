@@ -788,6 +788,10 @@ class Bench:
                              lpull("bench/big:1", comp, garage=True),
                              lambda i, c=comp, m=mbit: self.blob_bytes(lp(c, m), client=server(True)[1]), "stored blobs",
                              after=clear(comp, garage=True), rounds=runs)
+                for comp in ("zstd", "auto"):
+                    self.add(f"{pfx}.garage.push.{comp}", "link", f"{mbit} Mbit/s → Garage: s3dock push --compression {comp} big.tar",
+                             lpush(A, "bench/big:1", comp, comp, garage=True), asz, "archive",
+                             setup=clear(comp, garage=True), after=clear(comp, garage=True), parse_json=True, rounds=runs)
             if many:
                 M, msz = many["path"], many["size"]
                 self.add(f"{pfx}.many.push", "link", f"{mbit} Mbit/s: s3dock push (gzip) of many.tar, {len(many['layers'])} layers of 100 KiB-2 MiB",
@@ -1029,12 +1033,13 @@ class Bench:
                     t(f"{n}", f"{mbit} Mbit/s: s3dock push --compression {what}: uploaded bytes / wall / link rate",
                       up / med(n) / rate, 0.9, ">=", primary=what in ("none", "gzip"),
                       note=f"{up / 1e6:.0f} MB in {med(n):.1f} s" + (f", zstd levels {extra(n, 'zstd_levels')}" if extra(n, "zstd_levels") else ""))
-            for what in ("none", "gzip"):
+            for what in ("none", "gzip", "zstd", "auto"):
                 n = f"{p}.garage.push.{what}"
                 up = extra(n, "bytes_uploaded")
                 if med(n) and up:
                     t(n, f"{mbit} Mbit/s → Garage: s3dock push --compression {what}: uploaded bytes / wall / link rate",
-                      up / med(n) / rate, 0.9, ">=", note=f"{up / 1e6:.0f} MB in {med(n):.1f} s")
+                      up / med(n) / rate, 0.9, ">=", primary=what in ("none", "gzip"),
+                      note=f"{up / 1e6:.0f} MB in {med(n):.1f} s" + (f", zstd levels {extra(n, 'zstd_levels')}" if extra(n, "zstd_levels") else ""))
                 n = f"{p}.garage.pull.{what}"
                 if med(n) and basis(n):
                     t(n, f"{mbit} Mbit/s ← Garage: s3dock pull ({what} layers, verified): blob bytes / wall / link rate",
@@ -1057,6 +1062,7 @@ class Bench:
                                (f"{p}.pull.gzip", f"{p}.awscp.down", "pull: s3dock (verified) speed-up over aws s3 cp of the same blobs"),
                                (f"{p}.pull.gzip", f"{p}.skopeo.pull", "pull: s3dock speed-up over skopeo from registry:2 (dir:, compressed)"),
                                (f"{p}.push.auto", f"{p}.push.zstd", "--compression auto speed-up over zstd -3"),
+                               (f"{p}.garage.push.auto", f"{p}.garage.push.zstd", "→ Garage: --compression auto speed-up over zstd -3"),
                                (f"{p}.push.auto", f"{p}.push.gzip", "--compression auto speed-up over gzip -1")):
                 if med(a) and med(b):
                     t(f"{a}-vs-{b.rsplit('.', 2)[-2]}.{b.rsplit('.', 1)[-1]}", f"{mbit} Mbit/s: {what} (context)", med(b) / med(a), 1.0, ">=",

@@ -40,6 +40,8 @@ pub struct Uploader {
     permits: Arc<Semaphore>,
     jobs: usize,
     part_size: u64,
+    /// Bytes of parts handed to uploads and not yet stored, over every upload.
+    backlog: Arc<AtomicU64>,
     resume: bool,
     rt: tokio::runtime::Handle,
 }
@@ -55,8 +57,30 @@ pub struct UploadOutcome {
 }
 
 enum Msg {
-    Part(Bytes),
+    Part(Bytes, Queued),
     Finish(Digest, u64),
+}
+
+/// A part's bytes, counted in the uploader's backlog until the part is stored or dropped.
+struct Queued {
+    backlog: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Queued {
+    fn new(backlog: &Arc<AtomicU64>, bytes: usize) -> Self {
+        backlog.fetch_add(bytes as u64, Ordering::Relaxed);
+        Queued {
+            backlog: backlog.clone(),
+            bytes: bytes as u64,
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Uploader {
@@ -72,6 +96,7 @@ impl Uploader {
             permits: Arc::new(Semaphore::new(jobs.max(1))),
             jobs: jobs.max(1),
             part_size: part_size.max(5 * MIB),
+            backlog: Default::default(),
             resume: false,
             rt: tokio::runtime::Handle::current(),
         }
@@ -82,6 +107,14 @@ impl Uploader {
     pub fn part_size_for(&self, size_hint: u64) -> usize {
         let needed = size_hint.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
         self.part_size.max(needed) as usize
+    }
+
+    /// How full the upload buffer is, 0.0 to 1.0: parts not yet stored over the most the
+    /// producer can hand over before it must wait (`jobs` sending, one waiting for a permit,
+    /// one in the channel). Near 1 the store is the bottleneck; near 0 it waits for input.
+    pub fn fill(&self) -> f64 {
+        let most = (self.jobs as u64 + 2) * self.part_size;
+        (self.backlog.load(Ordering::Relaxed) as f64 / most as f64).min(1.0)
     }
 
     /// Whether to continue uploads that interrupted pushes left open (default: no).
@@ -110,6 +143,7 @@ impl Uploader {
         let join = self.rt.spawn(task.run(rx));
         BlobUpload {
             tx: Some(tx),
+            backlog: self.backlog.clone(),
             buf: BytesMut::with_capacity(part_size),
             part_size,
             join: Some(join),
@@ -120,6 +154,7 @@ impl Uploader {
 /// The producer's side; used from a blocking thread.
 pub struct BlobUpload {
     tx: Option<mpsc::Sender<Msg>>,
+    backlog: Arc<AtomicU64>,
     buf: BytesMut,
     part_size: usize,
     join: Option<JoinHandle<Result<UploadOutcome>>>,
@@ -152,7 +187,8 @@ impl BlobUpload {
                 let part =
                     std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_size))
                         .freeze();
-                self.send(Msg::Part(part))?;
+                let queued = Queued::new(&self.backlog, part.len());
+                self.send(Msg::Part(part, queued))?;
             }
         }
         Ok(())
@@ -162,7 +198,8 @@ impl BlobUpload {
     pub fn finish(mut self, digest: Digest, size: u64) -> Result<PendingUpload> {
         if !self.buf.is_empty() {
             let part = std::mem::take(&mut self.buf).freeze();
-            self.send(Msg::Part(part))?;
+            let queued = Queued::new(&self.backlog, part.len());
+            self.send(Msg::Part(part, queued))?;
         }
         self.send(Msg::Finish(digest, size))?;
         self.tx.take();
@@ -206,22 +243,22 @@ const WAIT_FOR_OTHER: Duration = Duration::from_secs(600);
 impl Task {
     async fn run(self, mut rx: mpsc::Receiver<Msg>) -> Result<UploadOutcome> {
         let driver = self.up.driver.clone();
-        let mut first: Option<Bytes> = None;
+        let mut first: Option<(Bytes, Queued)> = None;
         let mut mp: Option<Multipart> = None;
         let result = async {
             loop {
                 match rx.recv().await {
-                    Some(Msg::Part(p)) => {
+                    Some(Msg::Part(p, q)) => {
                         if mp.is_none() && first.is_none() {
-                            first = Some(p);
+                            first = Some((p, q));
                             continue;
                         }
                         if mp.is_none() {
                             mp = Some(self.open().await?);
-                            let f = first.take().expect("first part");
-                            self.spawn_part(mp.as_mut().unwrap(), f).await;
+                            let (f, fq) = first.take().expect("first part");
+                            self.spawn_part(mp.as_mut().unwrap(), f, fq).await;
                         }
-                        self.spawn_part(mp.as_mut().unwrap(), p).await;
+                        self.spawn_part(mp.as_mut().unwrap(), p, q).await;
                     }
                     Some(Msg::Finish(digest, size)) => {
                         return self.complete(digest, size, first.take(), &mut mp).await
@@ -321,7 +358,7 @@ impl Task {
         Ok(best)
     }
 
-    async fn spawn_part(&self, mp: &mut Multipart, data: Bytes) {
+    async fn spawn_part(&self, mp: &mut Multipart, data: Bytes, queued: Queued) {
         let permit = self
             .up
             .permits
@@ -373,7 +410,7 @@ impl Task {
             if r.as_ref().is_err_and(is_upload_gone) {
                 gone.store(true, Ordering::Relaxed);
             }
-            drop(permit);
+            drop((permit, queued));
             r
         }));
     }
@@ -382,7 +419,7 @@ impl Task {
         &self,
         digest: Digest,
         size: u64,
-        first: Option<Bytes>,
+        first: Option<(Bytes, Queued)>,
         mp: &mut Option<Multipart>,
     ) -> Result<UploadOutcome> {
         if let Some(k) = self.known {
@@ -404,8 +441,9 @@ impl Task {
             if driver.stat(&final_key).await.found()?.is_some() {
                 return Ok(outcome(0));
             }
+            let (data, _queued) = first.unzip();
             driver
-                .put(&final_key, first.unwrap_or_default(), Precondition::None)
+                .put(&final_key, data.unwrap_or_default(), Precondition::None)
                 .await?;
             return Ok(outcome(size));
         };
@@ -475,5 +513,48 @@ impl Task {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FsDriver;
+
+    /// The backlog `--compression auto` steers by counts a part from the moment it is
+    /// handed over until it is stored, and nothing once uploads end, stored or abandoned.
+    #[test]
+    fn backlog_counts_parts_until_stored_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _in_rt = rt.enter();
+        let driver = Arc::new(FsDriver::new(dir.path().into()));
+        let up = Uploader::new(driver, Layout::new(""), 2, 5 * MIB);
+        let part = 5 * MIB as usize;
+        let data = vec![7u8; 2 * part + 3];
+        let up2 = up.clone();
+        let pending = rt.block_on(tokio::task::spawn_blocking(move || {
+            let mut b = up2.begin(None, None, data.len() as u64);
+            b.write(&data[..part + 1]).unwrap();
+            // The first part waits in the upload until it is known not to be the only one.
+            assert_eq!(up2.fill(), 0.25);
+            b.write(&data[part + 1..]).unwrap();
+            b.finish(Digest::of(&data), data.len() as u64).unwrap()
+        }));
+        let outcome = rt.block_on(pending.unwrap()).unwrap().unwrap();
+        assert_eq!(outcome.uploaded, 2 * part as u64 + 3);
+        assert_eq!(up.fill(), 0.0);
+
+        let up2 = up.clone();
+        rt.block_on(tokio::task::spawn_blocking(move || {
+            let mut b = up2.begin(None, None, 3 * part as u64);
+            b.write(&vec![1u8; 2 * part]).unwrap();
+        }))
+        .unwrap();
+        let start = std::time::Instant::now();
+        while up.fill() > 0.0 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(up.fill(), 0.0);
     }
 }

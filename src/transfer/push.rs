@@ -72,6 +72,9 @@ struct PushSink {
     progress: Progress,
     /// Each new layer's upload, followed by its index entries.
     pending: Vec<JoinHandle<Result<Option<UploadOutcome>>>>,
+    /// Where `--compression auto` left the level: the next layer starts there, as the link
+    /// and the CPU are the same ones.
+    auto_level: Option<i32>,
 }
 
 /// Where a layer's output bytes go: uploaded, unless the blob exists (then dropped).
@@ -270,11 +273,18 @@ impl LayerSink for PushSink {
         };
         let mut out = Output(upload);
         let level = match adaptive {
-            true => Level::Adaptive(level),
+            true => {
+                let up = self.uploader.clone();
+                Level::Adaptive(
+                    self.auto_level.unwrap_or(level),
+                    Arc::new(move || up.fill()),
+                )
+            }
             false => Level::Fixed(level),
         };
         let got = ingest::ingest_at(entry.path, kind, data, target, level, &mut out)?;
         if let Some(l) = got.zstd_levels {
+            self.auto_level = Some(l.1);
             self.stats.zstd_levels.lock().expect("stats lock").push(l);
         }
         let upload = self.finish(out, &got.layer)?;
@@ -411,6 +421,7 @@ async fn push_leased<R: Read + Send + 'static>(
         stats: stats.clone(),
         progress: Progress::new(show_progress, input_size, "reading archive"),
         pending: Vec::new(),
+        auto_level: None,
     };
     let platform = opts.platform.clone().unwrap_or_else(host_platform);
     let all = opts.all_platforms;
