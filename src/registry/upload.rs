@@ -178,6 +178,12 @@ impl BlobUpload {
         Ok(())
     }
 
+    /// Hands a part over, counted in the backlog until it is stored.
+    fn send_part(&mut self, part: Bytes) -> Result<()> {
+        let queued = Queued::new(&self.backlog, part.len());
+        self.send(Msg::Part(part, queued))
+    }
+
     pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             let n = (self.part_size - self.buf.len()).min(data.len());
@@ -187,8 +193,7 @@ impl BlobUpload {
                 let part =
                     std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_size))
                         .freeze();
-                let queued = Queued::new(&self.backlog, part.len());
-                self.send(Msg::Part(part, queued))?;
+                self.send_part(part)?;
             }
         }
         Ok(())
@@ -198,8 +203,7 @@ impl BlobUpload {
     pub fn finish(mut self, digest: Digest, size: u64) -> Result<PendingUpload> {
         if !self.buf.is_empty() {
             let part = std::mem::take(&mut self.buf).freeze();
-            let queued = Queued::new(&self.backlog, part.len());
-            self.send(Msg::Part(part, queued))?;
+            self.send_part(part)?;
         }
         self.send(Msg::Finish(digest, size))?;
         self.tx.take();
