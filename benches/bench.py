@@ -745,8 +745,8 @@ class Bench:
                     self.delete_prefix(lp(what, m) + "/", server(garage)[1])
                 return f
 
-            def lpush(archive, ref, comp, what, m=mbit, garage=False):
-                return lambda i: f"cat {q(archive)} | {{T}} {s3d(self.s3url(lp(what, m)), '-q', '--json', 'push', ref, '--compression', comp, endpoint=server(garage)[0])}"
+            def lpush(archive, ref, comp, what, m=mbit, garage=False, level=()):
+                return lambda i: f"cat {q(archive)} | {{T}} {s3d(self.s3url(lp(what, m)), '-q', '--json', 'push', ref, '--compression', comp, *level, endpoint=server(garage)[0])}"
 
             def lpull(ref, what, m=mbit, garage=False):
                 return lambda i: f"{{T}} {s3d(self.s3url(lp(what, m)), '-q', 'pull', ref, endpoint=server(garage)[0])} > /dev/null"
@@ -768,6 +768,10 @@ class Bench:
                 self.add(f"{pfx}.push.{comp}", "link", f"{mbit} Mbit/s: s3dock push --compression {comp} big.tar",
                          lpush(A, "bench/big:1", comp, comp), asz, "archive", setup=clear(comp), after=clear(comp),
                          parse_json=True, rounds=runs)
+            for lvl in self.a.link_zstd_levels:
+                self.add(f"{pfx}.push.zstd{lvl}", "link", f"{mbit} Mbit/s: s3dock push --compression zstd --level {lvl} big.tar (a fixed level, for auto)",
+                         lpush(A, "bench/big:1", "zstd", f"zstd{lvl}", level=("--level", str(lvl))), asz, "archive",
+                         setup=clear(f"zstd{lvl}"), after=clear(f"zstd{lvl}"), parse_json=True, rounds=runs)
             self.add(f"{pfx}.awscp.up", "link", f"{mbit} Mbit/s: aws s3 cp big.tar s3://… (no compression)",
                      lambda i, m=mbit: f"{{T}} {awscp()} {q(A)} s3://{self.bucket}/{lp('aws', m)}/big.tar", asz, "archive",
                      setup=clear("aws"), after=clear("aws"), tool="aws", rounds=runs)
@@ -1198,6 +1202,8 @@ def main():
     ap.add_argument("--no-link", action="store_true", help="skip the rate-limited link cases (they need root)")
     ap.add_argument("--link-rates", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 200],
                     help="link rates in Mbit/s (comma-separated)")
+    ap.add_argument("--link-zstd-levels", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                    help="fixed zstd levels to push on each link besides 3 (comma-separated), to compare with auto")
     ap.add_argument("--link-runs", type=int, default=1, help="rounds of the link cases")
     ap.add_argument("--keep-stores", action="store_true")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds before one command is given up")

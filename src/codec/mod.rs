@@ -9,7 +9,7 @@ mod gzip;
 mod io;
 mod zstd;
 
-pub use self::zstd::{zstd_stream, Fill, Level, ZstdRun, ADAPT_MAX, ADAPT_MIN};
+pub use self::zstd::{zstd_stream, Gauge, Level, SinkGauge, ZstdRun, ADAPT_MAX, ADAPT_MIN};
 pub use detect::{decompressing_reader, detect, Compression, Detected, PushCompression};
 pub use diffid::{Decompressed, DiffIdHasher, Plain, PlainSink, MAX_RATIO};
 pub use gzip::{gzip_parallel, GZIP_BLOCK};

@@ -5,6 +5,7 @@ use super::{read_full, GZIP_BLOCK};
 use anyhow::Result;
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Levels `--compression auto` moves between. The window stays that of the starting level
 /// (libzstd keeps it for the frame), but each level's match tables grow with it: a push
@@ -17,19 +18,26 @@ pub const ADAPT_MAX: i32 = 8;
 /// and uploaded 664 MB against zstd -3's 656 MB; every 32 MiB, 657 MB).
 const ADAPT_EVERY: u64 = 32 << 20;
 
-/// How full the sink's buffer is: 0.0 when it holds nothing (the link waits for the
-/// compressor) up to 1.0 when the compressor must wait for the link.
-pub type Fill = Arc<dyn Fn() -> f64 + Send + Sync>;
+/// What the sink tells `--compression auto`: how full its buffer is, 0.0 when it holds
+/// nothing (the link waits for the compressor) up to 1.0 when the compressor must wait for
+/// the link, and how long the compressor has waited for room in it, in all.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SinkGauge {
+    pub fill: f64,
+    pub waited: Duration,
+}
+
+pub type Gauge = Arc<dyn Fn() -> SinkGauge + Send + Sync>;
 
 /// A compression level, or (zstd only) a starting level to adapt.
 #[derive(Clone)]
 pub enum Level {
     Fixed(i32),
-    /// Start at this level, then raise it while the sink's buffer stays nearly full (the
-    /// link is the bottleneck: spend the idle CPU on ratio) and lower it while the buffer
+    /// Start at this level, then raise it while the compressor waits for the sink (the link
+    /// is the bottleneck: spend the idle CPU on ratio) and lower it while the sink's buffer
     /// runs nearly empty (the link is about to wait for the compressor). Like `zstd --adapt`,
-    /// which steers by its output buffer too.
-    Adaptive(i32, Fill),
+    /// which steers by its output buffer too; see `next_level`.
+    Adaptive(i32, Gauge),
 }
 
 impl Level {
@@ -49,13 +57,24 @@ pub struct ZstdRun {
     pub levels: (i32, i32, i32),
 }
 
-/// The next level from the sink's fill now and at the last decision. A level moves only
-/// while the fill is out of the band and still heading out: once it heads back, the last
-/// change is taking effect.
-fn next_level(level: i32, fill: f64, last: f64) -> i32 {
-    if fill > 0.8 && fill >= last {
+/// Share of a window the compressor may spend waiting for the sink before it takes a higher
+/// level: its output is then at least 1 / (1 - 0.35) = 1.5 times what the sink takes, which
+/// covers the next level's slow-down (10-40 % per step up to level 8).
+const RAISE_IDLE: f64 = 0.35;
+
+/// The next level from the last window of input: `idle`, the share of its time the
+/// compressor waited for room in the sink, and the sink's fill now and at the last decision
+/// (none at the first: an empty buffer at the start says nothing about the link).
+/// Waiting means the link is the bottleneck with CPU to spare: raise. A buffer running low
+/// and not refilling means the link is about to wait for the compressor: lower. Anything
+/// between is a level that keeps the link busy. (Steering by the fill alone climbed to
+/// level 8 whenever the buffer was full, however little CPU was left, and at 200 Mbit/s
+/// was no faster than level 3; steering by waiting alone read the buffer filling at the
+/// start of a layer as a slow compressor and dropped to level 1.)
+fn next_level(level: i32, idle: f64, fill: f64, last: Option<f64>) -> i32 {
+    if idle > RAISE_IDLE {
         (level + 1).min(ADAPT_MAX)
-    } else if fill < 0.3 && fill <= last {
+    } else if fill < 0.3 && last.is_some_and(|l| fill <= l) {
         (level - 1).max(ADAPT_MIN)
     } else {
         level
@@ -70,9 +89,9 @@ pub fn zstd_stream<R: Read, W: Write>(
     mut on_input: impl FnMut(&[u8]),
     out: W,
 ) -> Result<ZstdRun> {
-    let (mut lvl, fill) = match level {
+    let (mut lvl, gauge) = match level {
         Level::Fixed(l) => (l, None),
-        Level::Adaptive(l, fill) => (l.clamp(ADAPT_MIN, ADAPT_MAX), Some(fill)),
+        Level::Adaptive(l, gauge) => (l.clamp(ADAPT_MIN, ADAPT_MAX), Some(gauge)),
     };
     let mut enc = ::zstd::stream::write::Encoder::new(out, lvl)?;
     if threads > 1 {
@@ -83,7 +102,9 @@ pub fn zstd_stream<R: Read, W: Write>(
         levels: (lvl, lvl, lvl),
     };
     let mut buf = vec![0u8; GZIP_BLOCK];
-    let (mut mark_bytes, mut last_fill) = (0u64, 0.5);
+    let mut last_fill = None;
+    let (mut mark_bytes, mut mark_at) = (0u64, Instant::now());
+    let mut mark_waited = gauge.as_ref().map(|g| g().waited).unwrap_or_default();
     loop {
         let n = read_full(&mut input, &mut buf)?;
         if n == 0 {
@@ -92,11 +113,20 @@ pub fn zstd_stream<R: Read, W: Write>(
         on_input(&buf[..n]);
         enc.write_all(&buf[..n])?;
         run.input_bytes += n as u64;
-        let Some(fill) = fill.as_ref() else { continue };
+        let Some(gauge) = gauge.as_ref() else {
+            continue;
+        };
         if run.input_bytes - mark_bytes >= ADAPT_EVERY {
-            let now = fill();
-            let next = next_level(lvl, now, last_fill);
-            last_fill = now;
+            let now = gauge();
+            let idle = now.waited.saturating_sub(mark_waited).as_secs_f64()
+                / mark_at.elapsed().as_secs_f64();
+            let next = next_level(lvl, idle, now.fill, last_fill);
+            tracing::debug!(
+                "zstd auto: at {} MiB level {lvl} -> {next}: waited {:.0} % of the window, sink fill {:.2}",
+                run.input_bytes >> 20,
+                idle * 100.0,
+                now.fill
+            );
             if next != lvl {
                 // libzstd applies a new level to the next MT jobs of the same frame.
                 enc.set_parameter(::zstd::stream::raw::CParameter::CompressionLevel(next))?;
@@ -104,7 +134,8 @@ pub fn zstd_stream<R: Read, W: Write>(
                 run.levels.0 = run.levels.0.min(lvl);
                 run.levels.2 = run.levels.2.max(lvl);
             }
-            mark_bytes = run.input_bytes;
+            (mark_bytes, mark_at, mark_waited, last_fill) =
+                (run.input_bytes, Instant::now(), now.waited, Some(now.fill));
         }
     }
     run.levels.1 = lvl;
@@ -126,34 +157,59 @@ mod tests {
         assert_eq!(::zstd::decode_all(&out[..]).unwrap(), data);
     }
 
-    /// A full sink drives the level up, an empty one down; the output is still one valid
-    /// zstd stream of the input.
-    #[test]
-    fn adaptive_level_follows_the_sink_fill_and_stays_valid() {
-        let data = sample(40 << 20);
-        for (fill, moved) in [(1.0, 4..=ADAPT_MAX), (0.0, ADAPT_MIN..=2)] {
-            let mut out = Vec::new();
-            let level = Level::Adaptive(3, Arc::new(move || fill));
-            let run = zstd_stream(&data[..], level, 2, |_| {}, &mut out).unwrap();
-            assert_eq!(run.input_bytes, data.len() as u64);
-            assert!(
-                moved.contains(&run.levels.1),
-                "fill {fill}: levels {:?}",
-                run.levels
-            );
-            assert_eq!(::zstd::decode_all(&out[..]).unwrap(), data);
+    /// A sink that takes 20 MB/s, like a slow link, and reports the time writers waited.
+    struct Slow(Vec<u8>, Arc<std::sync::Mutex<Duration>>);
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let wait = Duration::from_secs_f64(buf.len() as f64 / 20e6);
+            std::thread::sleep(wait);
+            *self.1.lock().unwrap() += wait;
+            self.0.write(buf)
         }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A compressor that waits for a slow sink raises the level; one whose sink stays
+    /// empty lowers it. The output is one valid zstd stream either way.
+    #[test]
+    fn adaptive_level_follows_the_sink() {
+        let data = sample(100 << 20);
+        let waited = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let w = waited.clone();
+        let full = move || SinkGauge {
+            fill: 1.0,
+            waited: *w.lock().unwrap(),
+        };
+        let mut slow = Slow(Vec::new(), waited);
+        let level = Level::Adaptive(3, Arc::new(full));
+        let run = zstd_stream(&data[..], level, 2, |_| {}, &mut slow).unwrap();
+        assert!(run.levels.1 > 3, "slow sink: levels {:?}", run.levels);
+        assert_eq!(::zstd::decode_all(&slow.0[..]).unwrap(), data);
+
+        let mut fast = Vec::new();
+        let level = Level::Adaptive(3, Arc::new(SinkGauge::default));
+        let run = zstd_stream(&data[..], level, 2, |_| {}, &mut fast).unwrap();
+        assert_eq!(run.input_bytes, data.len() as u64);
+        assert!(run.levels.1 < 3, "fast sink: levels {:?}", run.levels);
+        assert_eq!(::zstd::decode_all(&fast[..]).unwrap(), data);
     }
 
     #[test]
     fn level_steps() {
-        assert_eq!(next_level(3, 1.0, 1.0), 4);
-        assert_eq!(next_level(ADAPT_MAX, 1.0, 0.9), ADAPT_MAX);
-        assert_eq!(next_level(3, 0.0, 0.0), 2);
-        assert_eq!(next_level(ADAPT_MIN, 0.0, 0.1), ADAPT_MIN);
-        assert_eq!(next_level(5, 0.5, 0.5), 5);
-        // Out of the band but already heading back: hold.
-        assert_eq!(next_level(5, 0.9, 1.0), 5);
-        assert_eq!(next_level(5, 0.2, 0.1), 5);
+        // Waiting for the sink a third of the time or more: raise, up to the cap.
+        assert_eq!(next_level(3, 0.5, 1.0, Some(1.0)), 4);
+        assert_eq!(next_level(ADAPT_MAX, 0.9, 1.0, Some(1.0)), ADAPT_MAX);
+        // Output just keeps the sink full: hold.
+        assert_eq!(next_level(5, 0.1, 1.0, Some(1.0)), 5);
+        // The buffer low and not refilling: lower, down to the floor.
+        assert_eq!(next_level(3, 0.1, 0.1, Some(0.2)), 2);
+        assert_eq!(next_level(3, 0.0, 0.0, Some(0.0)), 2);
+        assert_eq!(next_level(ADAPT_MIN, 0.0, 0.0, Some(0.0)), ADAPT_MIN);
+        // Low but refilling, or the first decision: hold.
+        assert_eq!(next_level(3, 0.0, 0.2, Some(0.1)), 3);
+        assert_eq!(next_level(3, 0.0, 0.0, None), 3);
     }
 }

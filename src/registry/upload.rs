@@ -42,6 +42,8 @@ pub struct Uploader {
     part_size: u64,
     /// Bytes of parts handed to uploads and not yet stored, over every upload.
     backlog: Arc<AtomicU64>,
+    /// Nanoseconds producers spent blocked handing parts over (the buffer was full).
+    waited: Arc<AtomicU64>,
     resume: bool,
     rt: tokio::runtime::Handle,
 }
@@ -97,6 +99,7 @@ impl Uploader {
             jobs: jobs.max(1),
             part_size: part_size.max(5 * MIB),
             backlog: Default::default(),
+            waited: Default::default(),
             resume: false,
             rt: tokio::runtime::Handle::current(),
         }
@@ -115,6 +118,11 @@ impl Uploader {
     pub fn fill(&self) -> f64 {
         let most = (self.jobs as u64 + 2) * self.part_size;
         (self.backlog.load(Ordering::Relaxed) as f64 / most as f64).min(1.0)
+    }
+
+    /// How long producers have waited, in all, for room in the upload buffer.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited.load(Ordering::Relaxed))
     }
 
     /// Whether to continue uploads that interrupted pushes left open (default: no).
@@ -144,6 +152,7 @@ impl Uploader {
         BlobUpload {
             tx: Some(tx),
             backlog: self.backlog.clone(),
+            waited: self.waited.clone(),
             buf: BytesMut::with_capacity(part_size),
             part_size,
             join: Some(join),
@@ -155,6 +164,7 @@ impl Uploader {
 pub struct BlobUpload {
     tx: Option<mpsc::Sender<Msg>>,
     backlog: Arc<AtomicU64>,
+    waited: Arc<AtomicU64>,
     buf: BytesMut,
     part_size: usize,
     join: Option<JoinHandle<Result<UploadOutcome>>>,
@@ -181,7 +191,11 @@ impl BlobUpload {
     /// Hands a part over, counted in the backlog until it is stored.
     fn send_part(&mut self, part: Bytes) -> Result<()> {
         let queued = Queued::new(&self.backlog, part.len());
-        self.send(Msg::Part(part, queued))
+        let t = std::time::Instant::now();
+        let sent = self.send(Msg::Part(part, queued));
+        self.waited
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        sent
     }
 
     pub fn write(&mut self, mut data: &[u8]) -> Result<()> {

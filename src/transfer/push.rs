@@ -5,7 +5,7 @@
 use crate::archive::{
     read_archive_for, ArchiveImage, LayerEntry, LayerSink, OmittedBlob, Platforms, SunkLayer,
 };
-use crate::codec::{copy_large, Compression, Level, PushCompression};
+use crate::codec::{copy_large, Compression, Level, PushCompression, SinkGauge};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::image::{
     build_index, build_manifest, host_platform, oci_digest, our_digest, parse_document, Config,
@@ -277,7 +277,10 @@ impl LayerSink for PushSink {
                 let up = self.uploader.clone();
                 Level::Adaptive(
                     self.auto_level.unwrap_or(level),
-                    Arc::new(move || up.fill()),
+                    Arc::new(move || SinkGauge {
+                        fill: up.fill(),
+                        waited: up.waited(),
+                    }),
                 )
             }
             false => Level::Fixed(level),
