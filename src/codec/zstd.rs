@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 pub const ADAPT_MIN: i32 = 1;
 pub const ADAPT_MAX: i32 = 8;
 /// Input between two level decisions: several MT jobs, so a change shows in the sink's fill
-/// before the next decision reads it (every 8 MiB swung between levels 1 and 8 at 200 Mbit/s
-/// and uploaded 664 MB against zstd -3's 656 MB; every 32 MiB, 657 MB).
+/// before the next decision reads it (with an earlier, fill-only rule, every 8 MiB swung
+/// between levels 1 and 8 at 200 Mbit/s).
 const ADAPT_EVERY: u64 = 32 << 20;
 
 /// What the sink tells `--compression auto`: how full its buffer is, 0.0 when it holds
