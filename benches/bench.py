@@ -1030,24 +1030,18 @@ class Bench:
         for mbit in getattr(self.a, "link_rates", None) or [1000, 200]:
             p = f"link.{mbit}"
             rate = mbit * 1e6 / 8
-            for what in ("none", "gzip", "zstd", "auto"):
-                n = f"{p}.push.{what}"
-                up = extra(n, "bytes_uploaded")
-                if med(n) and up:
-                    t(f"{n}", f"{mbit} Mbit/s: s3dock push --compression {what}: uploaded bytes / wall / link rate",
-                      up / med(n) / rate, 0.9, ">=", primary=what in ("none", "gzip"),
-                      note=f"{up / 1e6:.0f} MB in {med(n):.1f} s" + (f", zstd levels {extra(n, 'zstd_levels')}" if extra(n, "zstd_levels") else ""))
-            for what in ("none", "gzip", "zstd", "auto"):
-                n = f"{p}.garage.push.{what}"
-                up = extra(n, "bytes_uploaded")
-                if med(n) and up:
-                    t(n, f"{mbit} Mbit/s → Garage: s3dock push --compression {what}: uploaded bytes / wall / link rate",
-                      up / med(n) / rate, 0.9, ">=", primary=what in ("none", "gzip"),
-                      note=f"{up / 1e6:.0f} MB in {med(n):.1f} s" + (f", zstd levels {extra(n, 'zstd_levels')}" if extra(n, "zstd_levels") else ""))
-                n = f"{p}.garage.pull.{what}"
-                if med(n) and basis(n):
-                    t(n, f"{mbit} Mbit/s ← Garage: s3dock pull ({what} layers, verified): blob bytes / wall / link rate",
-                      basis(n) / med(n) / rate, 0.9, ">=", note=f"{basis(n) / 1e6:.0f} MB in {med(n):.1f} s")
+            for server, to in (("", ""), ("garage.", " → Garage")):
+                for what in ("none", "gzip", "zstd", "auto"):
+                    n = f"{p}.{server}push.{what}"
+                    up = extra(n, "bytes_uploaded")
+                    if med(n) and up:
+                        t(n, f"{mbit} Mbit/s{to}: s3dock push --compression {what}: uploaded bytes / wall / link rate",
+                          up / med(n) / rate, 0.9, ">=", primary=what in ("none", "gzip"),
+                          note=f"{up / 1e6:.0f} MB in {med(n):.1f} s" + (f", zstd levels {extra(n, 'zstd_levels')}" if extra(n, "zstd_levels") else ""))
+                    n = f"{p}.garage.pull.{what}"
+                    if server and med(n) and basis(n):
+                        t(n, f"{mbit} Mbit/s ← Garage: s3dock pull ({what} layers, verified): blob bytes / wall / link rate",
+                          basis(n) / med(n) / rate, 0.9, ">=", note=f"{basis(n) / 1e6:.0f} MB in {med(n):.1f} s")
             for n, tool in ((f"{p}.pull.gzip", "s3dock pull (verified)"), (f"{p}.awscp.down", "aws s3 cp (download)")):
                 if med(n) and basis(n):
                     t(n, f"{mbit} Mbit/s: {tool}: blob bytes / wall / link rate", basis(n) / med(n) / rate, 0.9, ">=",
