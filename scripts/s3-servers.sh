@@ -232,7 +232,10 @@ do_start() {
   mkdir -p "$DATA_DIR" "$LOG_DIR"
   # s3s-fs without Nagle, like a production server (why: scripts/nodelay.c)
   NODELAY_SO="$TEST_DIR/nodelay.so"
-  gcc -shared -fPIC -O2 -o "$NODELAY_SO" "$(dirname "${BASH_SOURCE[0]}")/nodelay.c" -ldl \
+  local nodelay_c
+  nodelay_c="$(dirname "${BASH_SOURCE[0]}")/nodelay.c"
+  # Built once per test dir (and again when the source changes), not at every start.
+  [ "$NODELAY_SO" -nt "$nodelay_c" ] || gcc -shared -fPIC -O2 -o "$NODELAY_SO" "$nodelay_c" -ldl \
     || die "could not build $NODELAY_SO (gcc missing? run scripts/setup.sh)"
 
   start_server s3s "$s3s_bin" env LD_PRELOAD="$NODELAY_SO" "$s3s_bin" --host 127.0.0.1 --port @PORT@ \

@@ -252,6 +252,13 @@ fn json_on_every_command() {
         .unwrap()
         .starts_with("sha256:"));
     check("pull", &v);
+    // FILE gets the mode any new file gets here (0666 less the umask), not a temp file's 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let probe = out.path().join("probe");
+    std::fs::File::create(&probe).unwrap();
+    assert_eq!(mode(&file), mode(&probe));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
     // Archive on stdout: the summary is the last stderr line.
     let o = run(&["pull", "--json", "app:1"]);
     assert!(o.stdout.len() > 1024);
@@ -269,6 +276,7 @@ fn json_on_every_command() {
         file.to_str().unwrap(),
     ]);
     check("pull (bundle)", &v);
+    assert_eq!(mode(&file), 0o640, "an existing FILE keeps its mode");
     let to = tempfile::tempdir().unwrap();
     let v = json(&[
         "copy",

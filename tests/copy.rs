@@ -500,6 +500,16 @@ fn copy_all_with_releases() {
         (v["versions"].clone(), v["environments"].clone())
     };
     assert_eq!(list(&moto), list(&src));
+    // Now the target has an environment and a version: a copy without their records
+    // would move them behind promote's back, so it is refused and nothing changes.
+    let before = moto.keys();
+    let to = to_args(&moto);
+    let err = src.fails(&["copy", "--all", &to[0], &to[1], &to[2], &to[3]], None);
+    assert!(
+        err.contains("rel/app:") && err.contains("--with-releases"),
+        "{err}"
+    );
+    assert_eq!(moto.keys(), before);
 }
 
 /// Bad input changes nothing in the target: an http(s) store is never a target, and a

@@ -40,6 +40,8 @@ pub struct Uploader {
     permits: Arc<Semaphore>,
     jobs: usize,
     part_size: u64,
+    /// The largest part any upload has used (grown above `part_size` for huge blobs).
+    largest_part: Arc<AtomicU64>,
     /// Bytes of parts handed to uploads and not yet stored, over every upload.
     backlog: Arc<AtomicU64>,
     /// Nanoseconds producers spent blocked handing parts over (the buffer was full).
@@ -98,6 +100,7 @@ impl Uploader {
             permits: Arc::new(Semaphore::new(jobs.max(1))),
             jobs: jobs.max(1),
             part_size: part_size.max(5 * MIB),
+            largest_part: Arc::new(AtomicU64::new(part_size.max(5 * MIB))),
             backlog: Default::default(),
             waited: Default::default(),
             resume: false,
@@ -116,7 +119,7 @@ impl Uploader {
     /// producer can hand over before it must wait (`jobs` sending, one waiting for a permit,
     /// one in the channel). Near 1 the store is the bottleneck; near 0 it waits for input.
     pub fn fill(&self) -> f64 {
-        let most = (self.jobs as u64 + 2) * self.part_size;
+        let most = (self.jobs as u64 + 2) * self.largest_part.load(Ordering::Relaxed);
         (self.backlog.load(Ordering::Relaxed) as f64 / most as f64).min(1.0)
     }
 
@@ -141,6 +144,8 @@ impl Uploader {
     ) -> BlobUpload {
         let (tx, rx) = mpsc::channel(1);
         let part_size = self.part_size_for(size_hint);
+        self.largest_part
+            .fetch_max(part_size as u64, Ordering::Relaxed);
         let task = Task {
             up: self.clone(),
             known,
@@ -574,5 +579,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(up.fill(), 0.0);
+
+        // A blob big enough to need larger parts: fill counts in those parts.
+        let up2 = up.clone();
+        rt.block_on(tokio::task::spawn_blocking(move || {
+            let mut b = up2.begin(None, None, MAX_PARTS * 6 * MIB);
+            assert_eq!(b.part_size, 6 * MIB as usize);
+            b.write(&vec![2u8; b.part_size + 1]).unwrap();
+            assert_eq!(up2.fill(), 0.25);
+        }))
+        .unwrap();
     }
 }

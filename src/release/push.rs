@@ -13,19 +13,36 @@ use crate::transfer::push::PushedImage;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+/// What `r`'s tag is in `store` if only `promote` or `tag` may move it: the command
+/// that does, as "is an environment: move it with s3dock promote".
+pub async fn release_pointer(store: &Registry, r: &Reference) -> Result<Option<String>> {
+    let Some(tag) = r.tag_or_latest() else {
+        return Ok(None);
+    };
+    let app = &r.name;
+    Ok(if read::<EnvRecord>(store, app, tag).await?.is_some() {
+        Some(format!(
+            "{app}:{tag} is an environment: move it with s3dock promote"
+        ))
+    } else if read::<VersionRecord>(store, app, tag).await?.is_some() {
+        Some(format!(
+            "{app}:{tag} is a version: move it with s3dock tag --force"
+        ))
+    } else {
+        None
+    })
+}
+
 /// Checks before a push to `r`: the tag must not be an environment or a version (those
 /// move only with promote/tag), and with `no_clobber` it must not exist yet.
 pub async fn check_push_target(store: &Registry, r: &Reference, no_clobber: bool) -> Result<()> {
+    if let Some(why) = release_pointer(store, r).await? {
+        bail!("{why}, not push");
+    }
     let Some(tag) = r.tag_or_latest() else {
         return Ok(());
     };
     let app = &r.name;
-    if read::<EnvRecord>(store, app, tag).await?.is_some() {
-        bail!("{app}:{tag} is an environment: move it with s3dock promote, not push");
-    }
-    if read::<VersionRecord>(store, app, tag).await?.is_some() {
-        bail!("{app}:{tag} is a version: move it with s3dock tag --force, not push");
-    }
     if no_clobber {
         if let Some(d) = store.tag_target(app, tag).await? {
             bail!("{app}:{tag} already exists ({d}); --no-clobber refuses to replace it");

@@ -451,8 +451,14 @@ async fn run_pull(s: &Settings, a: PullArgs) -> Result<()> {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."));
+            // Mode as `cp` gives it: an existing FILE keeps its own, a new one 0666 less
+            // the umask (a temp file alone would be 0600).
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions())
+                .unwrap_or_else(|_| std::os::unix::fs::PermissionsExt::from_mode(0o666));
             let tmp = tempfile::Builder::new()
                 .prefix(".s3dock-pull-")
+                .permissions(mode)
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot write in {}", dir.display()))?;
             let out = std::io::BufWriter::with_capacity(1 << 20, Writeback::new(tmp));
@@ -506,6 +512,15 @@ async fn run_copy(s: &Settings, a: CopyArgs) -> Result<()> {
     }
     let start = Instant::now();
     let refs = expand(&src, &sel).await?;
+    if !a.with_releases {
+        // Without its record a copied tag would move a target environment or version
+        // behind promote's and tag's back.
+        for r in &refs {
+            if let Some(why) = s3dock::release::push::release_pointer(&dst, r).await? {
+                bail!("{why} (in {}), or copy with --with-releases", dst.display);
+            }
+        }
+    }
     let copied = copy(&src, &dst, &refs, !a.no_resume).await?;
     let mut records = Vec::new();
     if a.with_releases {
