@@ -265,11 +265,17 @@ impl World {
     /// The public port serves `v` within 5 s: `nginx -s reload` only signals the
     /// master, whose new workers take the new upstream a moment after deploy returns.
     fn serves(&self, v: &str) {
+        self.serves_at("/", v);
+    }
+
+    /// Polls, not one GET: after a reload nginx's old worker may still accept a
+    /// connection or two with the old upstream (seen on a loaded CI machine).
+    fn serves_at(&self, path: &str, v: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let got = self.nginx.get();
+            let got = http_get(self.nginx.port(), path);
             if got.as_deref() == Ok(v) || Instant::now() > deadline {
-                assert_eq!(got.as_deref(), Ok(v), "public port");
+                assert_eq!(got.as_deref(), Ok(v), "public port {path}");
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -400,7 +406,11 @@ fn blue_green_deploy_zero_downtime_unhealthy_and_rollback() {
     let failures: Vec<_> = seen.iter().filter(|r| r.is_err()).collect();
     assert!(
         failures.is_empty(),
-        "failed requests during the switch: {failures:?}"
+        "{} of {} requests failed during the switch, first {:?}; nginx error.log: {}",
+        failures.len(),
+        seen.len(),
+        failures[0],
+        w.nginx.0.error_log()
     );
     let bodies: Vec<&str> = seen.iter().map(|r| r.as_deref().unwrap()).collect();
     let first_v2 = bodies
@@ -717,10 +727,7 @@ fn hook_switch_cache_run_args_version_and_rollback_without_the_kept_colour() {
         ]]
     );
     // The run arguments reached the container: its page shows the variable.
-    assert_eq!(
-        http_get(w.nginx.port(), "/greeting").as_deref(),
-        Ok("hello-from-run-args")
-    );
+    w.serves_at("/greeting", "hello-from-run-args");
     let blue = format!("{}-{ENV}-blue", w.app);
     let env = stdout(&check(tool("docker").args([
         "inspect",
@@ -789,10 +796,7 @@ fn hook_switch_cache_run_args_version_and_rollback_without_the_kept_colour() {
         lines[2][1],
         format!("127.0.0.1:{}", s["live"]["port"].as_u64().unwrap())
     );
-    assert_eq!(
-        http_get(w.nginx.port(), "/greeting").as_deref(),
-        Ok("hello-from-run-args")
-    );
+    w.serves_at("/greeting", "hello-from-run-args");
     let cur = w.store.ok(&["current", &w.app, ENV, "--json"], None);
     let cur: serde_json::Value = serde_json::from_slice(&cur.stdout).unwrap();
     assert_eq!(cur["target"]["name"], "1.0.0", "{cur}");
@@ -909,10 +913,7 @@ fn podman_engine_deploys_switches_and_rolls_back() {
     let err = w.deploy_ok();
     assert!(err.contains("pulling"), "{err}");
     w.serves("v1");
-    assert_eq!(
-        http_get(w.nginx.port(), "/greeting").as_deref(),
-        Ok("from-podman")
-    );
+    w.serves_at("/greeting", "from-podman");
     w.promote("v2");
     w.deploy_ok();
     w.serves("v2");

@@ -258,8 +258,15 @@ async fn wait_healthy(o: &Options, name: &str, port: u16) -> Result<health::Answ
     }
 }
 
+/// How long every fresh connection to the public port must reach the new colour before
+/// a switch counts as done: nginx's master lets the old workers accept for 100 ms after
+/// starting the new ones (and longer on a busy host), so one good answer can come from
+/// a new worker while an old one still routes new connections the old way.
+const SWITCH_SETTLE: Duration = Duration::from_millis(250);
+
 /// Moves traffic to `to` and, with nginx, confirms through the public port that the
-/// new colour answers (the same health answer as the colour itself gives).
+/// new colour answers (the same health answer as the colour itself gives), on every
+/// fresh connection for [`SWITCH_SETTLE`].
 async fn switch_to(o: &Options, to: &Slot) -> Result<()> {
     o.switch.apply(&route(o, to))?;
     if !matches!(o.switch, Switch::Nginx { .. }) {
@@ -267,12 +274,20 @@ async fn switch_to(o: &Options, to: &Slot) -> Result<()> {
     }
     let deadline = Instant::now() + o.health_timeout;
     let mut direct = probe(to.port, &o.health_path).await;
+    let mut since: Option<Instant> = None;
     loop {
         let public = probe(o.public_port, &o.health_path).await;
         match (&direct, &public) {
-            (Ok(d), Ok(p)) if p.ok() && d.body == p.body => return Ok(()),
+            (Ok(d), Ok(p)) if p.ok() && d.body == p.body => {
+                let first = *since.get_or_insert_with(Instant::now);
+                if first.elapsed() >= SWITCH_SETTLE {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             // nginx's new workers take over a few ms after the reload: ask again soon.
             _ if Instant::now() < deadline => {
+                since = None;
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if public.as_ref().is_ok_and(health::Answer::ok) {
                     // Still the old colour's answer, or the new one changed its own.

@@ -77,10 +77,15 @@ impl Nginx {
                 t.elapsed() < Duration::from_secs(10),
                 "nginx did not listen on {}: {}",
                 self.port,
-                std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+                self.error_log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// What nginx logged (for a failure message).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.path("error.log")).unwrap_or_default()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
