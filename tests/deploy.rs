@@ -262,14 +262,12 @@ impl World {
         v
     }
 
-    /// The public port serves `v` within 5 s: `nginx -s reload` only signals the
-    /// master, whose new workers take the new upstream a moment after deploy returns.
     fn serves(&self, v: &str) {
         self.serves_at("/", v);
     }
 
-    /// Polls, not one GET: after a reload nginx's old worker may still accept a
-    /// connection or two with the old upstream (seen on a loaded CI machine).
+    /// The public port serves `v` at `path` within 5 s: `nginx -s reload` only signals
+    /// the master, whose old worker may still take a connection with the old upstream.
     fn serves_at(&self, path: &str, v: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
