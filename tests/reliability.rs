@@ -518,6 +518,39 @@ fn pull_survives_connection_reset_mid_body() {
     assert!(p > 0, "no response was cut");
 }
 
+/// Over plain http every uploaded body is hashed into its SigV4 signature, as the aws CLI
+/// does; `--payload-signing=false` (the default over https) sends `UNSIGNED-PAYLOAD`,
+/// which the server takes, and the image still pulls back verified.
+#[test]
+fn payload_signing_follows_the_flag() {
+    let Some(store) = TestStore::s3("s3s") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    for (seed, flag) in [(16, None), (17, Some("--payload-signing=false"))] {
+        // A new image each time, so its parts are uploaded, not skipped.
+        let archive = fault_image(tmp.path(), seed);
+        let proxy = FaultProxy::start(&store.s3.as_ref().unwrap().0, Faults::default());
+        let mut px = via_proxy(&store, &proxy);
+        px.args.extend(flag.map(String::from));
+        let mut args = vec!["-i", archive.to_str().unwrap()];
+        args.extend_from_slice(FAULT_PUSH);
+        let s = px.push_json(&args, None);
+        let hashes = proxy.stats().put_payload_hashes.lock().unwrap().clone();
+        // Four 5 MiB parts of the 20 MiB layer, the config, the manifest, the tag.
+        assert!(hashes.len() >= 7, "{flag:?}: {hashes:?}");
+        for h in &hashes {
+            let signed = h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+            assert!(
+                signed == flag.is_none() && (signed || h == "UNSIGNED-PAYLOAD"),
+                "{flag:?}: x-amz-content-sha256 {h:?}"
+            );
+        }
+        let md = s["images"][0]["manifest_digest"].as_str().unwrap();
+        pull_and_verify(&px, "r/a:1", md);
+    }
+}
+
 #[test]
 fn exhausted_retries_fail_cleanly_without_a_tag() {
     let Some(store) = TestStore::s3("s3s") else {

@@ -84,6 +84,11 @@ fn unique() -> String {
 /// The directory store and every S3 server that is up (a missing one fails under
 /// S3DOCK_REQUIRE_PEERS=1).
 async fn stores() -> Vec<Store> {
+    stores_signing(None).await
+}
+
+/// [`stores`] with the S3 drivers' payload signing set (None: by the endpoint's scheme).
+async fn stores_signing(payload_signing: Option<bool>) -> Vec<Store> {
     let dir = tempfile::tempdir().unwrap();
     let mut v = vec![Store {
         name: "dir",
@@ -108,6 +113,7 @@ async fn stores() -> Vec<Store> {
             endpoint,
             path_style: true,
             max_attempts: 3,
+            payload_signing,
             ..Default::default()
         };
         let driver = S3Driver::connect(&bucket, &opts).await.unwrap();
@@ -446,6 +452,29 @@ async fn multipart_complete_abort_and_resume() {
         d.complete_upload(&k, &id, &[t1, t2]).await.unwrap();
         assert_eq!(d.stat(&k).await.unwrap(), PART + 1000, "{n}");
         assert!(!d.upload_exists(&k, &id).await.unwrap(), "{n}");
+    }
+}
+
+/// Every server stores `UNSIGNED-PAYLOAD` bodies (the default over https) as they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_bodies_are_stored() {
+    const PART: u64 = 5 << 20;
+    for s in stores_signing(Some(false)).await {
+        let (d, n) = (&s.driver, s.name);
+        let k = s.key("unsigned/put");
+        d.put(&k, data(1000, 4), Precondition::None).await.unwrap();
+        assert_eq!(d.get(&k, 1 << 20).await.unwrap(), data(1000, 4), "{n}");
+        let k = s.key("unsigned/mp");
+        let id = d.create_upload(&k).await.unwrap();
+        let t1 = d
+            .upload_part(&k, &id, 1, PART, data(PART as usize, 5))
+            .await
+            .unwrap();
+        let t2 = d.upload_part(&k, &id, 2, PART, data(10, 6)).await.unwrap();
+        d.complete_upload(&k, &id, &[t1, t2]).await.unwrap();
+        let got = d.get(&k, 1 << 30).await.unwrap();
+        assert!(got[..PART as usize] == data(PART as usize, 5)[..], "{n}");
+        assert_eq!(got[PART as usize..], data(10, 6)[..], "{n}");
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Uploader {
     backlog: Arc<AtomicU64>,
     /// Nanoseconds producers spent blocked handing parts over (the buffer was full).
     waited: Arc<AtomicU64>,
+    /// Part buffers back from the store, for the next parts.
+    spare: Spare,
     resume: bool,
     rt: tokio::runtime::Handle,
 }
@@ -103,6 +105,7 @@ impl Uploader {
             largest_part: Arc::new(AtomicU64::new(part_size.max(5 * MIB))),
             backlog: Default::default(),
             waited: Default::default(),
+            spare: Spare::new(jobs.max(1) + 2),
             resume: false,
             rt: tokio::runtime::Handle::current(),
         }
@@ -158,9 +161,49 @@ impl Uploader {
             tx: Some(tx),
             backlog: self.backlog.clone(),
             waited: self.waited.clone(),
-            buf: BytesMut::with_capacity(part_size),
+            buf: self.spare.take(part_size),
+            spare: self.spare.clone(),
             part_size,
             join: Some(join),
+        }
+    }
+}
+
+/// A few part buffers kept for reuse: a fresh 16 MiB buffer per part costs a page fault
+/// and a zeroed page per 4 KiB (20 % of a cold zstd push's page faults before; with the
+/// reused zstd context, 103k -> 62k faults for the 1.46 GB bench archive to S3).
+#[derive(Clone)]
+struct Spare {
+    bufs: Arc<std::sync::Mutex<Vec<BytesMut>>>,
+    most: usize,
+}
+
+impl Spare {
+    fn new(most: usize) -> Self {
+        Spare {
+            bufs: Default::default(),
+            most,
+        }
+    }
+
+    /// An empty buffer of at least `size` bytes.
+    fn take(&self, size: usize) -> BytesMut {
+        let kept = self.bufs.lock().expect("spare buffers").pop();
+        match kept {
+            Some(b) if b.capacity() >= size => b,
+            _ => BytesMut::with_capacity(size),
+        }
+    }
+
+    /// Keeps a part's buffer once nothing else holds it (the store may still, e.g. the
+    /// SDK for a retry).
+    fn put(&self, part: Bytes) {
+        if let Ok(mut b) = part.try_into_mut() {
+            b.clear();
+            let mut bufs = self.bufs.lock().expect("spare buffers");
+            if bufs.len() < self.most {
+                bufs.push(b);
+            }
         }
     }
 }
@@ -171,6 +214,7 @@ pub struct BlobUpload {
     backlog: Arc<AtomicU64>,
     waited: Arc<AtomicU64>,
     buf: BytesMut,
+    spare: Spare,
     part_size: usize,
     join: Option<JoinHandle<Result<UploadOutcome>>>,
 }
@@ -209,9 +253,8 @@ impl BlobUpload {
             self.buf.extend_from_slice(&data[..n]);
             data = &data[n..];
             if self.buf.len() == self.part_size {
-                let part =
-                    std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_size))
-                        .freeze();
+                let next = self.spare.take(self.part_size);
+                let part = std::mem::replace(&mut self.buf, next).freeze();
                 self.send_part(part)?;
             }
         }
@@ -398,6 +441,7 @@ impl Task {
             .filter(|p| p.size == data.len() as u64);
         let resumed = self.resumed.clone();
         let gone = mp.gone.clone();
+        let spare = self.up.spare.clone();
         mp.parts.push(tokio::spawn(async move {
             if gone.load(Ordering::Relaxed) {
                 return Err(StoreError::UploadGone(key).into());
@@ -418,7 +462,10 @@ impl Task {
                 }
                 None => data,
             };
-            let r = match driver.upload_part(&key, &id, number, part_size, data).await {
+            let r = match driver
+                .upload_part(&key, &id, number, part_size, data.clone())
+                .await
+            {
                 // Some servers answer a part for a completed upload with a 500 (moto) or a 403
                 // (s3s-fs), not NoSuchUpload.
                 Err(e @ (StoreError::Other(_) | StoreError::AccessDenied { .. })) => {
@@ -429,6 +476,7 @@ impl Task {
                 }
                 r => r,
             };
+            spare.put(data);
             let r = r.map_err(anyhow::Error::from);
             if r.as_ref().is_err_and(is_upload_gone) {
                 gone.store(true, Ordering::Relaxed);

@@ -285,6 +285,10 @@ pub struct S3Options {
     pub accelerate: bool,
     /// Anonymous requests (public buckets), like the aws CLI's `--no-sign-request`.
     pub no_sign_request: bool,
+    /// Whether object bodies are hashed into the SigV4 signature. None: as the aws CLI
+    /// does, over plain http only; https protects the bytes already, and an unsigned
+    /// body saves a sha256 pass over everything uploaded.
+    pub payload_signing: Option<bool>,
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
     pub storage_class: Option<String>,

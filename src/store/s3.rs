@@ -68,7 +68,19 @@ pub struct S3Driver {
     pub bucket: String,
     /// The region requests are signed for.
     region: String,
+    /// Whether PutObject and UploadPart bodies are hashed into the signature.
+    sign_payload: bool,
     opts: S3Options,
+}
+
+/// [`S3Options::payload_signing`] for requests to `endpoint` (None: AWS, over https).
+fn signs_payload(setting: Option<bool>, endpoint: Option<&str>) -> bool {
+    setting.unwrap_or_else(|| {
+        endpoint.is_some_and(|e| {
+            !e.get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        })
+    })
 }
 
 type Res<T> = Result<T, StoreError>;
@@ -282,7 +294,9 @@ impl S3Driver {
         if let Some(ep) = &opts.endpoint {
             b = b.endpoint_url(ep);
         }
+        let endpoint = opts.endpoint.as_deref().or(sdk.endpoint_url());
         Ok(S3Driver {
+            sign_payload: signs_payload(opts.payload_signing, endpoint),
             client: Client::from_conf(b.build()),
             sdk: Box::new(sdk),
             bucket: bucket.to_string(),
@@ -568,6 +582,12 @@ impl StorageDriver for S3Driver {
             Precondition::IfAbsent => req.if_none_match("*"),
             Precondition::IfMatch(etag) => req.if_match(etag),
         };
+        let req = req.customize();
+        let req = if self.sign_payload {
+            req
+        } else {
+            req.disable_payload_signing()
+        };
         match req
             .send()
             .await
@@ -676,7 +696,7 @@ impl StorageDriver for S3Driver {
         _part_size: u64,
         data: Bytes,
     ) -> Res<PartTag> {
-        let out = self
+        let req = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -684,6 +704,13 @@ impl StorageDriver for S3Driver {
             .upload_id(id)
             .part_number(number)
             .body(ByteStream::from(data))
+            .customize();
+        let req = if self.sign_payload {
+            req
+        } else {
+            req.disable_payload_signing()
+        };
+        let out = req
             .send()
             .await
             .map_err(|e| self.classify("UploadPart", key, e))?;
@@ -829,5 +856,19 @@ impl StorageDriver for S3Driver {
 
     fn as_s3(&self) -> Option<&S3Driver> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signs_payload;
+
+    #[test]
+    fn payload_signing_follows_the_aws_cli() {
+        assert!(!signs_payload(None, None), "AWS itself is https");
+        assert!(!signs_payload(None, Some("HTTPS://s3.example")));
+        assert!(signs_payload(None, Some("http://127.0.0.1:9000")));
+        assert!(signs_payload(Some(true), Some("https://s3.example")));
+        assert!(!signs_payload(Some(false), Some("http://127.0.0.1:9000")));
     }
 }

@@ -44,6 +44,8 @@ pub struct ProxyStats {
     pub response_resets: AtomicU64,
     /// Request lines seen, in order (method and path without the query).
     pub log: Mutex<Vec<String>>,
+    /// The `x-amz-content-sha256` header of every PUT with a body (the SigV4 payload hash).
+    pub put_payload_hashes: Mutex<Vec<String>>,
 }
 
 impl ProxyStats {
@@ -308,6 +310,13 @@ fn serve(s: &Shared, client: TcpStream) -> io::Result<()> {
                 .unwrap_or("")
                 .to_string(),
         );
+        if method == "PUT" && req.header("content-length").is_some_and(|l| l != "0") {
+            stats.put_payload_hashes.lock().unwrap().push(
+                req.header("x-amz-content-sha256")
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
         if req
             .header("expect")
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))

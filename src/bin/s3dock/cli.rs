@@ -122,6 +122,9 @@ pub struct StoreArgs {
     /// Send S3 requests unsigned, without credentials (public buckets; read-only use)
     #[arg(long)]
     pub no_sign_request: bool,
+    /// Hash uploaded bodies into the SigV4 signature [default: over http only, like the aws CLI]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "S3DOCK_PAYLOAD_SIGNING")]
+    pub payload_signing: Option<bool>,
     /// Who the audit trail names [default: git user, else user@host]
     #[arg(long, env = "S3DOCK_ACTOR")]
     pub actor: Option<String>,

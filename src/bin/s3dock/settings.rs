@@ -177,6 +177,7 @@ pub struct Settings {
     pub cache: Setting<Option<String>>,
     /// Flag-only settings.
     pub no_sign_request: bool,
+    pub payload_signing: Option<bool>,
     pub quiet: bool,
     pub json: bool,
 }
@@ -385,6 +386,7 @@ impl Settings {
             retries,
             cache,
             no_sign_request: st.no_sign_request,
+            payload_signing: st.payload_signing,
             quiet: g.quiet,
             json: g.json,
         })
@@ -422,6 +424,7 @@ impl Settings {
                 storage_class: self.storage_class.value.clone(),
                 max_attempts: self.retries.value,
                 no_sign_request: self.no_sign_request,
+                payload_signing: self.payload_signing,
             },
             jobs: self.jobs.value,
             part_size: self.part_size.value,
