@@ -53,8 +53,9 @@ def cpu_jiffies():
 
 class Case:
     def __init__(self, name, group, desc, cmd, basis, basis_label, setup=None, after=None, tool="s3dock",
-                 parse_json=False, out_size=False, rounds=None):
+                 parse_json=False, out_size=False, rounds=None, writes=False):
         self.name, self.group, self.desc, self.cmd = name, group, desc, cmd
+        self.writes = writes  # writes its output into new files: settle first (see run_case)
         self.basis, self.basis_label = basis, basis_label
         self.setup, self.after, self.tool = setup, after, tool
         self.parse_json, self.out_size = parse_json, out_size
@@ -279,6 +280,13 @@ class Bench:
         try:
             if c.setup:
                 c.setup(i)
+            if c.writes:
+                # On a KVM guest with free page reporting the host takes freed memory back ~2 s
+                # later, and each first touch of a page it must back again costs ~2.5 CPU-s per
+                # GiB (dd of 656 MB into a new file: 1.5 s sys; 0.2-0.4 s within seconds of
+                # freeing as much). Page-cache writers (s3dock and the floors alike) start after
+                # that, so none is measured on pages freed just before by chance.
+                time.sleep(self.a.settle)
             basis = c.basis(i) if callable(c.basis) else c.basis
             if not basis:
                 raise RuntimeError("nothing to measure (its input case did not run or failed)")
@@ -469,7 +477,7 @@ class Bench:
         for comp in ("gzip", "zstd"):
             self.add(f"push.dir.{comp}.cold", "push", f"cat big.tar | s3dock push --compression {comp} → local dir (empty)",
                      lambda i, c=comp: push(dpath(c, i), A, "bench/big:1", c), asz, "archive",
-                     setup=lambda i, c=comp: self.rmdir(dpath(c, i)), parse_json=True)
+                     setup=lambda i, c=comp: self.rmdir(dpath(c, i)), parse_json=True, writes=True)
             self.add(f"push.dir.{comp}.warm", "push", f"re-push to the local dir ({comp})",
                      lambda i, c=comp: push(dpath(c, i), A, "bench/big:1", c), asz, "archive", parse_json=True)
             self.add(f"push.dir.{comp}.warm.file", "push", f"re-push to the local dir with -i big.tar ({comp})",
@@ -518,7 +526,7 @@ class Bench:
                         "decompress.file": "--decompress -o FILE (plain layers, like skopeo's docker-archive)"}[v]
                 self.add(f"pull.s3.{comp}.{v}", "pull", f"s3dock pull bench/big:1 {what} ({comp} layers, s3s-fs)",
                          lambda i, c=comp, a=args, r=redirect: f"{{T}} {s3d(self.s3url(pre(c, i)), *a)}{r}",
-                         nbytes, "stored blobs", setup=rm_out, after=rm_out)
+                         nbytes, "stored blobs", setup=rm_out, after=rm_out, writes=v.endswith("file"))
         self.add("pull.dir.gzip.devnull", "pull", "s3dock pull > /dev/null from the local dir store (gzip layers)",
                  lambda i: f"{{T}} {s3d(dpath('gzip', i), '-q', 'pull', 'bench/big:1')} > /dev/null", gz_bytes, "stored blobs")
 
@@ -555,7 +563,7 @@ class Bench:
         for tool, comp in (("pigz", "pigz -p1 -1"), ("zstd", "zstd -q -T1 -3")):
             self.add(f"floor.{tool}1.file", "floor", f"{comp} on big.tar > FILE (one thread)",
                      f"{{T}} sh -c {q(f'{comp} -c {q(A)} > {q(fz)}')}", asz, "archive", tool=tool,
-                     setup=drop_fz, after=drop_fz)
+                     setup=drop_fz, after=drop_fz, writes=True)
         self.add("floor.gunzip.blobs", "floor", "pigz -p1 -dc of the stored gzip layer blobs (one thread)",
                  lambda i: f"{{T}} pigz -p1 -dc {dblobs('gzip', i)} | wc -c", dbytes("gzip"), "stored blobs",
                  tool="pigz", out_size=True)
@@ -569,7 +577,7 @@ class Bench:
             self.add(f"floor.{'gunzip' if c == 'gzip' else 'unzstd'}.file", "floor",
                      f"{dec} of the stored {c} layer blobs > FILE, then sync FILE (one thread)",
                      lambda i, c=c, dec=dec: f"{{T}} sh -c {q(f'{dec} {dblobs(c, i)} > {q(ff)} && sync {q(ff)}')}",
-                     dbytes(c), "stored blobs", tool=tool, setup=drop_ff, after=drop_ff)
+                     dbytes(c), "stored blobs", tool=tool, setup=drop_ff, after=drop_ff, writes=True)
 
         if self.a.no_baselines:
             self.round_end.append(self.end_round)
@@ -1138,7 +1146,7 @@ class Bench:
                  f"{self.a.runs} rounds (every case once per round; link and scale cases once); inputs in the page cache; S3 = s3s-fs 0.14.1 on 127.0.0.1 "
                  "(the server shares the 2 CPUs), `garage` cases Garage 2.5.0 (single node, sqlite), `link` cases s3s-fs and "
                  "registry:2 in a network namespace behind a tbf-limited veth pair; s3dock defaults (-j 4, 16 MiB parts, "
-                 "gzip level 1, zstd level 3).\n")
+                 "gzip level 1, zstd level 3)." + (f" {m['merged']}" if m.get("merged") else "") + "\n")
 
         def layers_mb(v):
             if len(v["layers"]) > 4:
@@ -1203,6 +1211,8 @@ def main():
     ap.add_argument("--s3dock-source", default="", help="what the binary was built from (for the report)")
     ap.add_argument("--runs", type=int, default=3, help="rounds (every case runs once per round)")
     ap.add_argument("--scale", action="store_true", help="add the 6 GiB-layer image (one round)")
+    ap.add_argument("--settle", type=float, default=4.0,
+                    help="seconds to wait before each case that writes new files (see run_case)")
     ap.add_argument("--only", help="regex: run only the cases whose name matches (mind their dependencies)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--no-link", action="store_true", help="skip the rate-limited link cases (they need root)")
