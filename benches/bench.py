@@ -556,8 +556,7 @@ class Bench:
         self.add("floor.zstd1.archive", "floor", "zstd -T1 -3 on big.tar (one thread)",
                  f"{{T}} zstd -q -T1 -3 -c {q(A)} | wc -c", asz, "archive", tool="zstd", out_size=True)
         # The same into a file, as a push to the dir store writes its blobs: new page-cache pages
-        # cost more than a pipe's reused ones (on a guest whose freed memory the host takes
-        # back, ~2.5 s per GiB of first touches).
+        # cost more than a pipe's reused ones (run_case says how much, and why they settle first).
         fz = os.path.join(self.out_dir, "floor-out")
         drop_fz = lambda i: os.path.exists(fz) and os.remove(fz)
         for tool, comp in (("pigz", "pigz -p1 -1"), ("zstd", "zstd -q -T1 -3")):
